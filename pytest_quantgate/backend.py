@@ -1,0 +1,119 @@
+"""Where a model lives. ``Backend``/``LoadedModel`` are the one seam between the plugin and
+llama.cpp; the default backend loads GGUF files in process through llama-cpp-python.
+
+A backend returns ``Completion`` records that carry llama.cpp's own counters next to the text,
+so speed is measured by the same code path whatever the placement.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+from .variants import Variant
+
+Message = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int  # tokens in the prompt (as tokenized, chat template included)
+    completion_tokens: int  # tokens generated
+    wall_seconds: float  # the call as the application sees it
+    prompt_eval_tokens: int  # llama.cpp counters (llama_perf_context) for this call
+    prompt_eval_ms: float
+    eval_tokens: int
+    eval_ms: float
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class LoadedModel(Protocol):
+    """A variant resident somewhere, ready for calls. ``llm`` is None when out of process."""
+
+    @property
+    def llm(self) -> Any: ...
+
+    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,
+                 params: Mapping[str, Any]) -> Completion: ...
+
+    def chat(self, messages: Sequence[Message], *, max_tokens: int,
+             params: Mapping[str, Any]) -> Completion: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    def load(self, variant: Variant, *, llama_kwargs: Mapping[str, Any]) -> LoadedModel: ...
+
+
+class LlamaCppModel:
+    """An in-process ``llama_cpp.Llama``; every call starts from an empty KV cache.
+
+    Resetting per call costs a re-read of the prompt but makes each answer independent of the
+    calls before it, so ``-k`` subsets and reorderings reproduce the full run's answers exactly.
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self._llm = llm
+
+    @property
+    def llm(self) -> Any:
+        return self._llm
+
+    def _timed(self, fn: Any, **kwargs: Any) -> tuple[dict[str, Any], float, Any]:
+        import llama_cpp
+
+        llm = self._llm
+        llm.reset()
+        ctx = llm._ctx.ctx  # the raw llama_context: llama-cpp-python has no public accessor
+        llama_cpp.llama_perf_context_reset(ctx)
+        t0 = time.perf_counter()
+        out = fn(**kwargs)
+        wall = time.perf_counter() - t0
+        return out, wall, llama_cpp.llama_perf_context(ctx)
+
+    def _completion(self, out: dict[str, Any], wall: float, perf: Any, text: str) -> Completion:
+        usage = out.get("usage") or {}
+        return Completion(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            wall_seconds=wall,
+            prompt_eval_tokens=int(perf.n_p_eval),
+            prompt_eval_ms=float(perf.t_p_eval_ms),
+            eval_tokens=int(perf.n_eval),
+            eval_ms=float(perf.t_eval_ms),
+            finish_reason=out["choices"][0].get("finish_reason"),
+        )
+
+    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,
+                 params: Mapping[str, Any]) -> Completion:
+        out, wall, perf = self._timed(
+            self._llm.create_completion, prompt=prompt, max_tokens=max_tokens,
+            stop=list(stop) if stop else None, **params,
+        )
+        return self._completion(out, wall, perf, out["choices"][0]["text"])
+
+    def chat(self, messages: Sequence[Message], *, max_tokens: int,
+             params: Mapping[str, Any]) -> Completion:
+        out, wall, perf = self._timed(
+            self._llm.create_chat_completion, messages=[dict(m) for m in messages],
+            max_tokens=max_tokens, **params,
+        )
+        return self._completion(out, wall, perf, out["choices"][0]["message"]["content"] or "")
+
+    def close(self) -> None:
+        self._llm.close()
+
+
+class LlamaCppBackend:
+    """The default backend: ``llama_cpp.Llama(model_path=..., verbose=False, **llama)``."""
+
+    def load(self, variant: Variant, *, llama_kwargs: Mapping[str, Any]) -> LoadedModel:
+        from llama_cpp import Llama  # heavy: imported only when a model is really needed
+
+        llm = Llama(model_path=str(variant.path), verbose=False, **dict(llama_kwargs))
+        return LlamaCppModel(llm)

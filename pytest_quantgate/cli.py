@@ -1,0 +1,80 @@
+"""The ``quantgate`` command: ``ladder`` builds quant variants, ``inspect`` describes GGUFs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .gguf_info import GGUFError, read_info
+from .ladder import DEFAULT_TYPES, LadderError, build_ladder, resolve_source
+from .rubric import MB
+
+
+def _types(value: str) -> tuple[str, ...]:
+    types = tuple(t.strip().upper() for t in value.split(",") if t.strip())
+    if not types:
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as F16,Q8_0,Q4_K_M")
+    return types
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quantgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    lad = sub.add_parser("ladder", help="build quant variants of a GGUF with llama.cpp's quantizer")
+    lad.add_argument("source", help="source GGUF path, or pkg:PACKAGE/FILE for a file shipped in a package")
+    lad.add_argument("--types", type=_types, default=DEFAULT_TYPES,
+                     help=f"comma-separated quant types (default: {','.join(DEFAULT_TYPES)})")
+    lad.add_argument("--out", type=Path, required=True, help="output directory")
+    lad.add_argument("--prefix", default=None, help="file name prefix (default: the source's stem)")
+    lad.add_argument("--threads", type=int, default=None, help="quantizer threads (default: all cores)")
+    ins = sub.add_parser("inspect", help="print architecture, file type, size, bits/weight, params")
+    ins.add_argument("paths", nargs="+", type=Path, help="GGUF files or directories")
+    args = parser.parse_args(argv)
+    if args.command == "ladder":
+        return _ladder(args)
+    return _inspect(args.paths)
+
+
+def _ladder(args: argparse.Namespace) -> int:
+    try:
+        source = resolve_source(args.source)
+        print(f"source: {source} ({source.stat().st_size / MB:.1f} MB)", flush=True)
+
+        rungs = build_ladder(source, args.types, args.out, args.prefix, args.threads)
+    except LadderError as exc:
+        print(f"quantgate ladder: error: {exc}", file=sys.stderr)
+        return 2
+    for r in rungs:
+        how = f"built in {r.seconds:.1f} s" if r.built else "up to date"
+        print(f"{r.type:<8} {r.size_bytes / MB:8.1f} MB  {r.path}  ({how})", flush=True)
+    return 0
+
+
+def _inspect(paths: list[Path]) -> int:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.gguf")))
+        elif p.exists():
+            files.append(p)
+        else:
+            print(f"quantgate inspect: error: {p}: no such file", file=sys.stderr)
+            return 2
+    status = 0
+    print(f"{'file':<40} {'arch':<8} {'type':<8} {'MB':>8} {'bpw':>6} {'params':>12}")
+    for f in files:
+        try:
+            i = read_info(f)
+        except GGUFError as exc:
+            print(f"{f.name:<40} error: {exc}")
+            status = 1
+            continue
+        print(f"{f.name:<40} {i.architecture:<8} {i.file_type:<8} {i.size_bytes / MB:8.1f} "
+              f"{i.bits_per_weight:6.2f} {i.n_params:12,}")
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""quantgate.yaml + command line -> one frozen ``Settings``, resolved once per run.
+
+Precedence is CLI > quantgate.yaml > ini > defaults. Every problem is raised as a
+``ConfigError`` whose message names the file and key and says what was expected; the plugin
+turns it into ``pytest.UsageError`` (exit code 4, no traceback).
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+
+from .rubric import Rubric, RubricError, parse_rubric
+
+DEFAULT_CONFIG_NAME = "quantgate.yaml"
+TOP_LEVEL_KEYS = ("model", "variants", "variants_glob", "reference", "llama", "rubric", "generation")
+GATES = ("all", "any")
+
+# Keyword arguments of llama_cpp.Llama that a team plausibly sets, with their types. A typo
+# would otherwise vanish into Llama(**kwargs), which swallows unknown keys without a word.
+LLAMA_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
+    {
+        "n_ctx": int,
+        "n_batch": int,
+        "n_ubatch": int,
+        "n_threads": int,
+        "n_threads_batch": int,
+        "n_gpu_layers": int,
+        "seed": int,
+        "use_mmap": bool,
+        "use_mlock": bool,
+        "flash_attn": bool,
+        "rope_freq_base": (int, float),
+        "rope_freq_scale": (int, float),
+        "type_k": int,
+        "type_v": int,
+        "chat_format": str,
+        "logits_all": bool,
+        "embedding": bool,
+        "offload_kqv": bool,
+    }
+)
+DEFAULT_LLAMA: Mapping[str, Any] = MappingProxyType({"n_ctx": 2048, "seed": 0})
+
+GENERATION_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
+    {"max_tokens": int, "temperature": (int, float), "top_k": int, "top_p": (int, float)}
+)
+DEFAULT_GENERATION: Mapping[str, Any] = MappingProxyType({"max_tokens": 64, "temperature": 0.0})
+
+
+class ConfigError(Exception):
+    """A problem in quantgate.yaml or a --quant-* flag; the message is shown as is."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A variant as configured: a name and a file, not yet opened."""
+
+    name: str
+    path: Path
+    sha256: str | None = None  # optional pin: the run refuses a file that does not match
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path
+    model: str
+    variants: tuple[VariantSpec, ...]  # run order: reference first, then as configured
+    reference: str | None
+    llama: Mapping[str, Any]
+    generation: Mapping[str, Any]
+    rubric_defaults: Rubric
+    discovered: bool = False  # names came from GGUF metadata (variants_glob)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variants)
+
+
+def find_config(rootdir: Path, explicit: str | None, ini_value: str | None) -> Path | None:
+    """The config file to use, or None when this project does not use quantgate."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        if not path.is_file():
+            raise ConfigError(
+                f"--quant-config: {explicit}: no such file"
+                + (" (it is a directory)" if path.is_dir() else "")
+            )
+        return path.resolve()
+    if ini_value:
+        path = (rootdir / ini_value).resolve()
+        if not path.is_file():
+            raise ConfigError(f"ini quantgate_config: {ini_value}: no such file under {rootdir}")
+        return path
+    path = rootdir / DEFAULT_CONFIG_NAME
+    return path.resolve() if path.is_file() else None
+
+
+def load_settings(path: Path, *, name_of: Any = None) -> Settings:
+    """Read and validate ``path``. ``name_of(Path) -> str`` names globbed files (GGUF metadata)."""
+    where = _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}{loc}: invalid YAML: {problem}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys at the top level, got {_kind(raw)}")
+    unknown = sorted(set(map(str, raw)) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(TOP_LEVEL_KEYS)}"
+        )
+    base = path.parent
+
+    specs = _variant_specs(raw, where, base, name_of)
+    names = [s.name for s in specs]
+    reference = raw.get("reference")
+    if reference is not None:
+        if not isinstance(reference, str) or reference not in names:
+            raise ConfigError(
+                f"{where}: reference: {reference!r} is not a variant; variants: {', '.join(names)}"
+            )
+        specs = [s for s in specs if s.name == reference] + [s for s in specs if s.name != reference]
+
+    llama = dict(DEFAULT_LLAMA)
+    llama.update(_typed_section(raw, "llama", LLAMA_KEYS, where))
+    generation = dict(DEFAULT_GENERATION)
+    generation.update(_typed_section(raw, "generation", GENERATION_KEYS, where))
+    if generation["max_tokens"] <= 0:
+        raise ConfigError(f"{where}: generation.max_tokens: must be positive, got {generation['max_tokens']}")
+    for key in ("n_ctx", "n_threads", "n_batch"):
+        if key in llama and llama[key] <= 0:
+            raise ConfigError(f"{where}: llama.{key}: must be positive, got {llama[key]}")
+
+    rubric_raw = raw.get("rubric") or {}
+    if not isinstance(rubric_raw, dict):
+        raise ConfigError(f"{where}: rubric: expected a mapping of thresholds, got {_kind(rubric_raw)}")
+    try:
+        rubric = parse_rubric(rubric_raw)
+    except RubricError as exc:
+        raise ConfigError(f"{where}: rubric.{exc}") from exc
+
+    model = raw.get("model", path.parent.name)
+    return Settings(
+        config_path=path,
+        model=str(model),
+        variants=tuple(specs),
+        reference=reference,
+        llama=MappingProxyType(llama),
+        generation=MappingProxyType(generation),
+        rubric_defaults=rubric,
+        discovered="variants_glob" in raw and "variants" not in raw,
+    )
+
+
+def _variant_specs(raw: dict[str, Any], where: str, base: Path, name_of: Any) -> list[VariantSpec]:
+    variants = raw.get("variants")
+    pattern = raw.get("variants_glob")
+    if variants is not None and pattern is not None:
+        raise ConfigError(f"{where}: give either variants or variants_glob, not both")
+    specs: list[VariantSpec] = []
+    if variants is not None:
+        if not isinstance(variants, dict):
+            raise ConfigError(f"{where}: variants: expected a mapping of name -> GGUF path, got {_kind(variants)}")
+        for name, value in variants.items():
+            key = f"variants.{name}"
+            pin: str | None = None
+            if isinstance(value, dict):
+                extra = sorted(set(value) - {"path", "sha256"})
+                if extra:
+                    raise ConfigError(f"{where}: {key}: unknown key {extra[0]!r}; use path and sha256")
+                pin = value.get("sha256")
+                if pin is not None and (not isinstance(pin, str) or len(pin) != 64):
+                    raise ConfigError(f"{where}: {key}.sha256: expected 64 hex digits, got {pin!r}")
+                value = value.get("path")
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: {key}: expected a path to a .gguf file, got {_kind(value)}")
+            p = (base / value).resolve()
+            if p.is_dir():
+                raise ConfigError(f"{where}: {key}: {value} is a directory, not a .gguf file")
+            if not p.is_file():
+                raise ConfigError(f"{where}: {key}: {value}: no such file (paths are relative to {where})")
+            specs.append(VariantSpec(str(name), p, pin.lower() if pin else None))
+    elif pattern is not None:
+        if not isinstance(pattern, str):
+            raise ConfigError(f"{where}: variants_glob: expected a glob pattern string, got {_kind(pattern)}")
+        files = sorted(Path(p).resolve() for p in globmod.glob(str(base / pattern)) if Path(p).is_file())
+        if not files:
+            raise ConfigError(f"{where}: variants_glob: {pattern!r} matches no file under {base}")
+        # Largest file first: the natural top of a ladder; ties broken by path for determinism.
+        files.sort(key=lambda p: (-p.stat().st_size, str(p)))
+        seen: dict[str, Path] = {}
+        for p in files:
+            name = name_of(p) if name_of else p.stem
+            if name in seen:
+                raise ConfigError(
+                    f"{where}: variants_glob: {seen[name].name} and {p.name} are both {name}; "
+                    "list them under variants: with distinct names"
+                )
+            seen[name] = p
+            specs.append(VariantSpec(name, p))
+    if not specs:
+        raise ConfigError(f"{where}: no variants; add variants: (name: path.gguf) or variants_glob:")
+    return specs
+
+
+def _typed_section(
+    raw: dict[str, Any], section: str, keys: Mapping[str, type | tuple[type, ...]], where: str
+) -> dict[str, Any]:
+    value = raw.get(section) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {section}: expected a mapping, got {_kind(value)}")
+    out: dict[str, Any] = {}
+    for key, val in value.items():
+        if key not in keys:
+            raise ConfigError(f"{where}: {section}.{key}: unknown key; known: {', '.join(keys)}")
+        want = keys[key]
+        ok = isinstance(val, want) and not (isinstance(val, bool) and want in (int, (int, float)))
+        if not ok:
+            names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise ConfigError(f"{where}: {section}.{key}: expected {names}, got {val!r}")
+        out[key] = val
+    return out
+
+
+def select_variants(names: tuple[str, ...], spec: str | None) -> tuple[str, ...]:
+    """``--quant-variants`` -> names in run order. ``Q4`` selects Q4_0, Q4_K_M, ...
+
+    A name selects the variant of exactly that name (case-insensitive), else every variant whose
+    name starts with it followed by ``_``.
+    """
+    if spec is None:
+        return names
+    wanted: set[str] = set()
+    for token in (t.strip() for t in spec.split(",")):
+        if not token:
+            continue
+        exact = [n for n in names if n.lower() == token.lower()]
+        hits = exact or [n for n in names if n.lower().startswith(token.lower() + "_")]
+        if not hits:
+            raise ConfigError(
+                f"--quant-variants: {token!r} selects no variant; configured: {', '.join(names)}"
+            )
+        wanted.update(hits)
+    if not wanted:
+        raise ConfigError(f"--quant-variants: empty list; configured: {', '.join(names)}")
+    return tuple(n for n in names if n in wanted)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _kind(value: Any) -> str:
+    return repr(value) if isinstance(value, (str, int, float)) else type(value).__name__

@@ -1,0 +1,68 @@
+"""``QuantModel``: what the ``quant_model`` fixture hands a test.
+
+It applies the run's generation defaults (greedy, seeded) and records every call's tokens and
+timings for the test that made it, then returns plain text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from .backend import Completion, LoadedModel, Message
+from .variants import Variant
+
+
+class QuantModel:
+    def __init__(
+        self,
+        variant: Variant,
+        loaded: LoadedModel,
+        generation: Mapping[str, Any],
+        seed: int | None,
+        record: Callable[[Completion], None],
+    ) -> None:
+        self.variant = variant
+        self._loaded = loaded
+        self._max_tokens = int(generation.get("max_tokens", 64))
+        self._params = {k: v for k, v in generation.items() if k != "max_tokens"}
+        if seed is not None:
+            self._params.setdefault("seed", seed)
+        self._record = record
+        self.last: Completion | None = None  # the most recent call, for tests that want figures
+
+    @property
+    def name(self) -> str:
+        return self.variant.name
+
+    @property
+    def llm(self) -> Any:
+        """The underlying ``llama_cpp.Llama`` (None if the backend keeps the model elsewhere)."""
+        return self._loaded.llm
+
+    def generate(self, prompt: str, *, max_tokens: int | None = None,
+                 stop: Sequence[str] | None = None, **kw: Any) -> str:
+        """Raw completion of ``prompt``; greedy and seeded unless ``kw`` says otherwise."""
+        c = self._loaded.complete(prompt, max_tokens=max_tokens or self._max_tokens, stop=stop,
+                                  params={**self._params, **kw})
+        return self._done(c)
+
+    def chat(self, message_or_messages: str | Sequence[Message], *, max_tokens: int | None = None,
+             system: str | None = None, **kw: Any) -> str:
+        """One user message (or a full message list) through the model's chat template."""
+        if isinstance(message_or_messages, str):
+            messages: list[Message] = [{"role": "user", "content": message_or_messages}]
+        else:
+            messages = list(message_or_messages)
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        c = self._loaded.chat(messages, max_tokens=max_tokens or self._max_tokens,
+                              params={**self._params, **kw})
+        return self._done(c)
+
+    def _done(self, c: Completion) -> str:
+        self.last = c
+        self._record(c)
+        return c.text
+
+    def __repr__(self) -> str:
+        return f"<QuantModel {self.variant.name} {self.variant.path.name}>"

@@ -1,0 +1,152 @@
+"""pytest entry point: options, fixtures and registration. Kept cheap: llama_cpp is imported
+only when a model loads, so ``pytest --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+from .config import GATES, ConfigError, find_config, load_settings, select_variants
+from .model import QuantModel
+from .pool import LoadError
+from .rubric import RUBRIC_KEYS
+from .session import MARKER, PARAM, SESSION_KEY, QuantSession
+from .variants import BrokenVariant, Variant, check_same_model, name_from_metadata, resolve
+
+
+def _gate(value: str) -> str:
+    if value not in GATES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(GATES)}, got {value!r}")
+    return value
+
+
+def _variant_list(value: str) -> str:
+    if not [t for t in value.split(",") if t.strip()]:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of variant names, e.g. Q4,Q8")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quantgate", "quantgate: gate quantized GGUF variants on your own rubric")
+    group.addoption("--quant-variants", metavar="LIST", type=_variant_list, default=None,
+                    help="comma-separated variants to run, case-insensitive; Q4 selects Q4_0, "
+                         "Q4_K_M, ... (default: all configured)")
+    group.addoption("--quant-config", metavar="PATH", default=None,
+                    help="config file (default: quantgate.yaml in the rootdir)")
+    group.addoption("--quant-gate", metavar="all|any", type=_gate, default=None,
+                    help="all: every selected variant must pass; any: the run passes if one "
+                         "variant passes (default: all)")
+    group.addoption("--quant-report", metavar="PATH", default=None,
+                    help="write the summary and per-case results as JSON to PATH")
+    parser.addini("quantgate_config", "quantgate config file, relative to the rootdir", default=None)
+    parser.addini("quant_gate", "default for --quant-gate (all|any)", default="all")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    keys = ", ".join(RUBRIC_KEYS)
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}({keys}): thresholds for an eval group (function, class or module); each "
+        "variant gets a verdict test that fails when a threshold is missed",
+    )
+    try:
+        qs = _make_session(config)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if qs is not None:
+        config.stash[SESSION_KEY] = qs
+        config.pluginmanager.register(qs, "quantgate-session")
+
+
+def _make_session(config: pytest.Config) -> QuantSession | None:
+    path = find_config(config.rootpath, config.getoption("quant_config"), config.getini("quantgate_config"))
+    if path is None:
+        if config.getoption("quant_variants"):
+            raise ConfigError(
+                f"--quant-variants: no quantgate.yaml in {config.rootpath}; add one or pass --quant-config"
+            )
+        return None
+    cache = config.cache if hasattr(config, "cache") else None
+    settings = load_settings(path, name_of=lambda p: name_from_metadata(p, cache))
+    selected = select_variants(settings.names, config.getoption("quant_variants"))
+    variants: dict[str, Variant | BrokenVariant] = {}
+    for spec in settings.variants:
+        # Preflight only what will run: a broken unselected file must not block a run.
+        variants[spec.name] = resolve(spec, cache) if spec.name in selected else BrokenVariant(
+            spec.name, spec.path, "not selected")
+    mismatch = check_same_model([v for v in variants.values() if isinstance(v, Variant)])
+    if mismatch:
+        raise ConfigError(f"{path.name}: {mismatch}")
+    gate = config.getoption("quant_gate") or _gate_from_ini(config)
+    report = config.getoption("quant_report")
+    return QuantSession(config, settings, variants, selected, gate,
+                        Path(report).resolve() if report else None)
+
+
+def _gate_from_ini(config: pytest.Config) -> str:
+    value = str(config.getini("quant_gate") or "all")
+    if value not in GATES:
+        raise ConfigError(f"ini quant_gate: expected one of {', '.join(GATES)}, got {value!r}")
+    return value
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if PARAM not in metafunc.fixturenames:
+        return
+    qs = metafunc.config.stash.get(SESSION_KEY, None)
+    if qs is None:
+        return  # the fixture reports the missing config when the test runs
+    names = list(qs.selected)
+    metafunc.parametrize(PARAM, names, ids=names, indirect=True)
+
+
+def _session(config: pytest.Config) -> QuantSession:
+    qs = config.stash.get(SESSION_KEY, None)
+    if qs is None:
+        pytest.fail(
+            f"quant_model: no quantgate.yaml found in {config.rootpath}; create one "
+            "(see the README) or pass --quant-config PATH",
+            pytrace=False,
+        )
+    return qs
+
+
+@pytest.fixture
+def quant_variant(request: pytest.FixtureRequest) -> Variant:
+    """The variant this test runs against (name, path, size, file type, SHA-256), not loaded."""
+    qs = _session(request.config)
+    name = getattr(request, "param", None)
+    if name is None:
+        pytest.fail("quant_variant: the test was not parametrized over variants", pytrace=False)
+    variant = qs.variants[name]
+    if isinstance(variant, BrokenVariant):
+        pytest.fail(f"variant {variant.name}: {variant.reason}", pytrace=False)
+    return variant
+
+
+@pytest.fixture
+def quant_model(request: pytest.FixtureRequest, quant_variant: Variant) -> QuantModel:
+    """The loaded variant: ``generate()``, ``chat()``, ``.variant`` and ``.llm``."""
+    qs = _session(request.config)
+    try:
+        return qs.pool.get(quant_variant)
+    except LoadError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_quantgate_load_model(config: pytest.Config, variant: Variant,
+                                llama_kwargs: Mapping[str, Any]) -> Any:
+    """The default backend: llama-cpp-python in this process."""
+    from .backend import LlamaCppBackend
+
+    return LlamaCppBackend().load(variant, llama_kwargs=llama_kwargs)

@@ -1,0 +1,82 @@
+"""The model pool: at most one variant resident, each loaded once, every cost measured."""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any, Callable, Mapping
+
+import psutil
+
+from .backend import Completion, LoadedModel
+from .measure import CallTotals, VariantStats
+from .model import QuantModel
+from .variants import Variant
+
+LoadFn = Callable[[Variant], LoadedModel]
+
+
+class LoadError(Exception):
+    """The backend could not load a variant; its tests error with this message."""
+
+
+class ModelPool:
+    def __init__(self, load: LoadFn, generation: Mapping[str, Any], seed: int | None,
+                 prepare: Callable[[], None] | None = None) -> None:
+        self._load = load
+        self._prepare = prepare  # e.g. import llama_cpp, so its libraries are not billed to a variant
+        self._generation = generation
+        self._seed = seed
+        self._proc = psutil.Process()
+        self._resident: QuantModel | None = None
+        self._failed: dict[str, str] = {}
+        self.stats: dict[str, VariantStats] = {}
+        self.current_test: str | None = None  # nodeid the calls are attributed to
+        self.test_totals: dict[str, CallTotals] = {}
+
+    @property
+    def resident(self) -> str | None:
+        return self._resident.variant.name if self._resident else None
+
+    def get(self, variant: Variant) -> QuantModel:
+        if self._resident is not None and self._resident.variant.name == variant.name:
+            return self._resident
+        if variant.name in self._failed:
+            raise LoadError(self._failed[variant.name])
+        self.release()
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            prepare()
+        stats = self.stats.setdefault(variant.name, VariantStats(variant.name))
+        gc.collect()  # so the baseline does not include garbage from the previous variant
+        stats.rss_before = self._proc.memory_info().rss
+        t0 = time.perf_counter()
+        try:
+            loaded = self._load(variant)
+        except Exception as exc:  # the backend's own message, once, for every test of the variant
+            msg = f"could not load {variant.name} ({variant.path.name}): {type(exc).__name__}: {exc}"
+            self._failed[variant.name] = msg
+            raise LoadError(msg) from exc
+        stats.loads += 1
+        stats.load_seconds = time.perf_counter() - t0
+        stats.rss_after_load = stats.rss_peak = self._proc.memory_info().rss
+        self._resident = QuantModel(
+            variant, loaded, self._generation, self._seed, lambda c: self._record(variant.name, c)
+        )
+        return self._resident
+
+    def _record(self, name: str, c: Completion) -> None:
+        stats = self.stats[name]
+        stats.totals.add(c)
+        rss = self._proc.memory_info().rss
+        if stats.rss_peak is None or rss > stats.rss_peak:
+            stats.rss_peak = rss
+        if self.current_test is not None:
+            self.test_totals.setdefault(self.current_test, CallTotals()).add(c)
+
+    def release(self) -> None:
+        """Close the resident model (``Llama.close()``) so the next variant loads alone."""
+        if self._resident is not None:
+            model, self._resident = self._resident, None
+            model._loaded.close()
+            gc.collect()

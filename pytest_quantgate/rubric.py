@@ -1,0 +1,133 @@
+"""The rubric: thresholds, their validation, and the verdict. Pure functions, no pytest here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+# key -> (kind, description). "min" thresholds must be met from above, "max" from below.
+RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
+    "accuracy": ("min", "fraction of the group's cases that pass, 0..1"),
+    "tokens_per_second": ("min", "end-to-end generated tokens / wall time of the group's calls"),
+    "prompt_tokens_per_second": ("min", "llama.cpp prompt-processing speed over the group's calls"),
+    "memory_mb": ("max", "resident memory the loaded variant adds to the process, MB"),
+    "disk_mb": ("max", "GGUF file size, MB"),
+    "load_seconds": ("max", "time to load the variant"),
+}
+
+MB = 1_000_000  # decimal megabytes, like file managers and the rubric's disk_mb
+
+
+class RubricError(Exception):
+    """``key: problem``; callers prefix the test or file it came from."""
+
+
+@dataclass(frozen=True)
+class Rubric:
+    accuracy: float | None = None
+    tokens_per_second: float | None = None
+    prompt_tokens_per_second: float | None = None
+    memory_mb: float | None = None
+    disk_mb: float | None = None
+    load_seconds: float | None = None
+
+    def merged(self, override: Rubric) -> Rubric:
+        """``override``'s set keys win: marker values override the yaml defaults."""
+        return replace(self, **{k: v for k, v in override.to_dict().items() if v is not None})
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def thresholds(self) -> dict[str, float]:
+        return {k: v for k, v in self.to_dict().items() if v is not None}
+
+    @property
+    def counts_misses(self) -> bool:
+        """With an accuracy below 1, a failed assertion is a miss that counts, not a failure."""
+        return self.accuracy is not None and self.accuracy < 1
+
+
+def parse_rubric(values: Mapping[str, Any]) -> Rubric:
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if key not in RUBRIC_KEYS:
+            raise RubricError(f"{key}: unknown key; known keys: {', '.join(RUBRIC_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RubricError(f"{key}: expected a number, got {value!r}")
+        v = float(value)
+        if key == "accuracy" and not 0 <= v <= 1:
+            raise RubricError(f"{key}: expected a number between 0 and 1, got {value!r}")
+        if key != "accuracy" and v <= 0:
+            raise RubricError(f"{key}: expected a positive number, got {value!r}")
+        out[key] = v
+    return Rubric(**out)
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    """What was measured for one (eval group, variant)."""
+
+    cases: int  # cases that ran (skipped cases excluded)
+    passed: int
+    misses: int  # failed assertions counted against accuracy
+    failures: int  # ordinary failures and errors
+    gen_tokens: int
+    gen_seconds: float
+    prompt_tokens: int
+    prompt_ms: float
+    memory_mb: float | None
+    disk_mb: float
+    load_seconds: float | None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.passed / self.cases if self.cases else None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.gen_tokens / self.gen_seconds if self.gen_seconds > 0 else None
+
+    @property
+    def prompt_tokens_per_second(self) -> float | None:
+        return self.prompt_tokens / (self.prompt_ms / 1000) if self.prompt_ms > 0 else None
+
+
+def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
+    """One line per missed threshold, measured against required; empty when the rubric holds."""
+    reasons: list[str] = []
+    if rubric.accuracy is not None:
+        acc = fig.accuracy
+        if acc is None:
+            reasons.append("accuracy: no case ran")
+        elif acc < rubric.accuracy:
+            reasons.append(
+                f"accuracy {acc:.2f} < {rubric.accuracy:.2f} ({fig.passed}/{fig.cases} cases)"
+            )
+    _check_min(reasons, "speed", fig.tokens_per_second, rubric.tokens_per_second, "tok/s")
+    _check_min(
+        reasons, "prompt speed", fig.prompt_tokens_per_second, rubric.prompt_tokens_per_second, "tok/s"
+    )
+    _check_max(reasons, "memory", fig.memory_mb, rubric.memory_mb, "MB", 0)
+    _check_max(reasons, "disk", fig.disk_mb, rubric.disk_mb, "MB", 1)
+    _check_max(reasons, "load", fig.load_seconds, rubric.load_seconds, "s", 2)
+    return reasons
+
+
+def _check_min(out: list[str], label: str, got: float | None, need: float | None, unit: str) -> None:
+    if need is None:
+        return
+    if got is None:
+        out.append(f"{label}: not measured (no generation call in this group)")
+    elif got < need:
+        out.append(f"{label} {got:.1f} {unit} < {need:g} {unit}")
+
+
+def _check_max(
+    out: list[str], label: str, got: float | None, limit: float | None, unit: str, digits: int
+) -> None:
+    if limit is None:
+        return
+    if got is None:
+        out.append(f"{label}: not measured")
+    elif got > limit:
+        out.append(f"{label} {got:.{digits}f} {unit} > {limit:g} {unit}")

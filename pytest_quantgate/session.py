@@ -1,0 +1,406 @@
+"""``QuantSession``: owns one run's state. Built in ``pytest_configure``, kept in
+``config.stash`` and registered as a plugin, so the hooks below are its methods."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generator
+
+import pytest
+
+from .config import Settings
+from .pool import ModelPool
+from .rubric import MB, GroupFigures, Rubric, RubricError, evaluate, parse_rubric
+from .summary import CaseRecord, Summary, build_summary, render_lines, render_markdown
+from .variants import BrokenVariant, Variant
+
+MARKER = "quant_rubric"
+PARAM = "quant_variant"
+CASE_PROP = "quantgate.case"
+VARIANT_PROP = "quantgate.variant"
+CALLS_PROP = "quantgate.calls"
+VERDICT_PROP = "quantgate.verdict"
+MISS_PREFIX = "quant miss: "
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str  # nodeid-like: the module, class or function the quant_rubric marker sits on
+    rubric: Rubric
+
+
+class RubricItem(pytest.Item):
+    """The verdict test for one (eval group, variant): runs after the group's cases."""
+
+    def __init__(self, *, group: Group, variant: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.group = group
+        self.variant = variant
+
+    def runtest(self) -> None:
+        __tracebackhide__ = True
+        qs = self.config.stash[SESSION_KEY]
+        verdict = qs.verdict(self.group, self.variant)
+        self.user_properties.append((VERDICT_PROP, verdict))
+        for key in ("accuracy", "tokens_per_second", "memory_mb", "disk_mb", "load_seconds"):
+            if verdict.get(key) is not None:  # flat figures for JUnit XML dashboards
+                self.user_properties.append((f"quantgate.{key}", round(verdict[key], 4)))
+        if verdict["reasons"]:
+            pytest.fail("\n".join(verdict["reasons"]), pytrace=False)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        # Like Function.reportinfo: the part of the id below the module, dotted.
+        module_id = self.nodeid.split("::", 1)
+        return self.path, None, (module_id[1] if len(module_id) > 1 else self.name).replace("::", ".")
+
+
+class QuantSession:
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        variants: dict[str, Variant | BrokenVariant],
+        selected: tuple[str, ...],
+        gate: str,
+        report_path: Path | None,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.variants = variants  # every configured variant, preflighted
+        self.selected = selected  # names in run order
+        self.gate = gate
+        self.report_path = report_path
+        seed = settings.llama.get("seed")
+        self.pool = ModelPool(self._load, settings.generation, seed if isinstance(seed, int) else None,
+                              prepare=_import_llama_cpp)
+        self.groups: dict[str, Group] = {}
+        self._item_group: dict[str, str] = {}  # nodeid -> group key
+        self.cases: dict[str, CaseRecord] = {}  # nodeid -> final outcome
+        self.verdicts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.variant_snapshots: dict[str, dict[str, Any]] = {}
+        self.other_failures = 0  # failures in tests that are not about a variant
+        self.summary: Summary | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load(self, variant: Variant) -> Any:
+        loaded = self.config.hook.pytest_quantgate_load_model(
+            config=self.config, variant=variant, llama_kwargs=self.settings.llama
+        )
+        if loaded is None:
+            raise RuntimeError("no backend returned a model (pytest_quantgate_load_model)")
+        return loaded
+
+    # -- collection ------------------------------------------------------------------------
+    @staticmethod
+    def variant_of(item: pytest.Item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and PARAM in callspec.params:
+            return str(callspec.params[PARAM])
+        if isinstance(item, RubricItem):
+            return item.variant
+        return None
+
+    def _group_for(self, item: pytest.Item) -> Group | None:
+        marks = list(item.iter_markers_with_node(MARKER))
+        if not marks:
+            return None
+        node, _ = marks[0]
+        if node is item:  # marker on the function: group = the function across its params
+            key = f"{item.parent.nodeid}::{getattr(item, 'originalname', item.name)}" if item.parent else item.nodeid
+        else:
+            key = node.nodeid
+        if key in self.groups:
+            return self.groups[key]
+        rubric = self.settings.rubric_defaults
+        for n, mark in reversed(marks):  # farthest first, so closer markers override
+            if mark.args:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: {MARKER}: takes keyword arguments only, got {mark.args!r}"
+                )
+            try:
+                rubric = rubric.merged(parse_rubric(mark.kwargs))
+            except RubricError as exc:
+                raise pytest.UsageError(f"{item.nodeid}: {MARKER}: {exc}") from None
+        group = Group(key, rubric)
+        self.groups[key] = group
+        return group
+
+    @pytest.hookimpl(trylast=True)  # after -k/-m deselection, so verdicts match what runs
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        order = {name: i for i, name in enumerate(self.selected)}
+        # Stable sort: tests without a variant first, then one block per variant in run
+        # order, each block in collection order. One block = one load = one resident model.
+        items.sort(key=lambda it: order.get(self.variant_of(it) or "", -1))
+        out: list[pytest.Item] = []
+        last_index: dict[tuple[str, str], int] = {}
+        parents: dict[tuple[str, str], pytest.Item] = {}
+        for item in items:
+            variant = self.variant_of(item)
+            group = self._group_for(item) if variant is not None else None
+            out.append(item)
+            if variant is not None and group is not None:
+                self._item_group[item.nodeid] = group.key
+                last_index[(group.key, variant)] = len(out) - 1
+                parents[(group.key, variant)] = item
+        inserts = sorted(last_index.items(), key=lambda kv: kv[1], reverse=True)
+        for (gkey, variant), idx in inserts:
+            out.insert(idx + 1, self._verdict_item(parents[(gkey, variant)], self.groups[gkey], variant))
+        items[:] = out
+
+    def _verdict_item(self, case: pytest.Item, group: Group, variant: str) -> RubricItem:
+        marks = list(case.iter_markers_with_node(MARKER))
+        node = marks[0][0]
+        if node is case:  # function-level group: sit beside the function, named after it
+            parent = case.parent
+            name = f"{getattr(case, 'originalname', case.name)}::{MARKER}[{variant}]"
+        else:
+            parent = node
+            name = f"{MARKER}[{variant}]"
+        assert parent is not None
+        return RubricItem.from_parent(parent, name=name, group=group, variant=variant)
+
+    # -- running ---------------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.pool.current_test = item.nodeid
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        variant = self.variant_of(item)
+        if variant is not None and (nextitem is None or self.variant_of(nextitem) != variant):
+            self.pool.release()  # the variant's block is over: free it before the next loads
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+        variant = self.variant_of(item)
+        group_key = self._item_group.get(item.nodeid)
+        if variant is not None and not isinstance(item, RubricItem) and call.when == "setup":
+            item.user_properties.append((CASE_PROP, {"variant": variant, "group": group_key}))
+        if variant is not None and call.when == "teardown":
+            stats = self.pool.stats.get(variant)
+            if stats is not None:
+                item.user_properties.append((VARIANT_PROP, stats.to_dict()))
+            totals = self.pool.test_totals.get(item.nodeid)
+            if totals is not None:
+                item.user_properties.append((CALLS_PROP, totals.to_dict()))
+        outcome = yield
+        rep = outcome.get_result()
+        if (
+            call.when == "call" and rep.failed and group_key is not None
+            and self.groups[group_key].rubric.counts_misses
+            and call.excinfo is not None and call.excinfo.errisinstance(AssertionError)
+        ):
+            # A miss: it counts against the group's accuracy instead of failing the session.
+            rep.outcome = "skipped"
+            first = (str(call.excinfo.value) or "assertion failed").splitlines()[0]
+            rep.wasxfail = MISS_PREFIX + _one_line(first)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        case = props.get(CASE_PROP)
+        if VARIANT_PROP in props:
+            snap = props[VARIANT_PROP]
+            self.variant_snapshots[snap["name"]] = snap
+        if VERDICT_PROP in props and report.when == "call":
+            v = dict(props[VERDICT_PROP])
+            v["passed"] = report.passed
+            self.verdicts[(v["group"], v["variant"])] = v
+            return
+        if case is None:
+            if report.failed and not _is_verdict(report):
+                self.other_failures += 1
+            return
+        outcome = _case_outcome(report)
+        if outcome is None:
+            return
+        prev = self.cases.get(report.nodeid)
+        if report.when == "teardown" and prev is not None and outcome != "error":
+            return  # a clean teardown keeps the call's outcome
+        message = ""
+        if outcome == "miss":
+            message = str(getattr(report, "wasxfail", ""))[len(MISS_PREFIX):]
+        elif outcome in ("failed", "error"):
+            message = _one_line(report.longreprtext.strip().splitlines()[-1] if report.longreprtext else "")
+        self.cases[report.nodeid] = CaseRecord(report.nodeid, case["variant"], case["group"], outcome, message)
+
+    # -- verdicts --------------------------------------------------------------------------
+    def verdict(self, group: Group, variant_name: str) -> dict[str, Any]:
+        """Figures and reasons for one (group, variant); pure evaluation lives in rubric.py."""
+        mine = [c for c in self.cases.values() if c.group == group.key and c.variant == variant_name]
+        ran = [c for c in mine if c.outcome != "skipped"]
+        totals = self._group_totals(group.key, variant_name)
+        variant = self.variants[variant_name]
+        stats = self.pool.stats.get(variant_name)
+        disk = variant.size_mb if isinstance(variant, Variant) else 0.0
+        fig = GroupFigures(
+            cases=len(ran),
+            passed=sum(c.outcome == "passed" for c in ran),
+            misses=sum(c.outcome == "miss" for c in ran),
+            failures=sum(c.outcome in ("failed", "error") for c in ran),
+            gen_tokens=totals["gen_tokens"],
+            gen_seconds=totals["gen_seconds"],
+            prompt_tokens=totals["prompt_eval_tokens"],
+            prompt_ms=totals["prompt_eval_ms"],
+            memory_mb=stats.memory_mb if stats else None,
+            disk_mb=disk,
+            load_seconds=stats.load_seconds if stats else None,
+        )
+        reasons = evaluate(group.rubric, fig)
+        if isinstance(variant, BrokenVariant):
+            reasons.insert(0, variant.reason)
+        return {
+            "group": group.key,
+            "variant": variant_name,
+            "thresholds": group.rubric.thresholds(),
+            "cases": fig.cases,
+            "passed_cases": fig.passed,
+            "misses": fig.misses,
+            "failures": fig.failures,
+            "accuracy": fig.accuracy,
+            "tokens_per_second": fig.tokens_per_second,
+            "prompt_tokens_per_second": fig.prompt_tokens_per_second,
+            "memory_mb": fig.memory_mb,
+            "disk_mb": fig.disk_mb,
+            "load_seconds": fig.load_seconds,
+            "reasons": reasons,
+        }
+
+    def _group_totals(self, group_key: str, variant: str) -> dict[str, Any]:
+        keys = ("gen_tokens", "gen_seconds", "prompt_eval_tokens", "prompt_eval_ms")
+        out: dict[str, Any] = {k: 0 for k in keys}
+        for nodeid, c in self.cases.items():
+            if c.group == group_key and c.variant == variant:
+                t = self.pool.test_totals.get(nodeid)
+                if t is not None:
+                    for k in keys:
+                        out[k] += getattr(t, k)
+        return out
+
+    # -- the end ---------------------------------------------------------------------------
+    def build(self, incomplete: bool) -> Summary:
+        info: dict[str, dict[str, Any]] = {}
+        for name in self.selected:
+            v = self.variants[name]
+            d = v.to_dict() if isinstance(v, Variant) else {"name": v.name, "path": str(v.path), "size_bytes": 0}
+            d["stats"] = self.variant_snapshots.get(name) or (
+                self.pool.stats[name].to_dict() if name in self.pool.stats else {}
+            )
+            info[name] = d
+        return build_summary(
+            variants=info,
+            cases=list(self.cases.values()),
+            verdicts=self.verdicts,
+            gate=self.gate,
+            incomplete=incomplete,
+            environment=environment(self.settings),
+        )
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.pool.release()
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller builds the summary from our reports
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+        self.summary = self.build(incomplete=interrupted)
+        self.config.hook.pytest_quantgate_summary(config=self.config, summary=self.summary)
+        if self.report_path is not None:
+            from .report import write_report
+
+            write_report(self.report_path, self.summary, self.settings)
+        step = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step and self.summary.rows:
+            with open(step, "a", encoding="utf-8") as fh:
+                fh.write(render_markdown(self.summary))
+        if (
+            self.gate == "any"
+            and session.exitstatus == pytest.ExitCode.TESTS_FAILED
+            and self.summary.smallest_passing is not None
+            and self.other_failures == 0
+        ):
+            # --quant-gate=any: one passing rung is enough; failures outside variants still count.
+            session.exitstatus = pytest.ExitCode.OK
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.summary is None or not self.summary.rows:
+            return
+        terminalreporter.write_sep("=", "quantgate")
+        for line in render_lines(self.summary):
+            terminalreporter.write_line(line)
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        names = ", ".join(self.selected)
+        return f"quantgate: {self.settings.config_path.name} ({self.settings.model}): {names}"
+
+
+SESSION_KEY = pytest.StashKey[QuantSession]()
+
+
+def _import_llama_cpp() -> None:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        pass  # a custom backend may not need it; the default one reports the problem
+
+
+def _case_outcome(report: pytest.TestReport) -> str | None:
+    if report.when == "setup":
+        if report.failed:
+            return "error"
+        return "skipped" if report.skipped else None
+    if report.when == "call":
+        wasxfail = getattr(report, "wasxfail", None)
+        if report.skipped:
+            return "miss" if wasxfail is not None and wasxfail.startswith(MISS_PREFIX) else "skipped"
+        return "passed" if report.passed else "failed"
+    return "error" if report.failed else "passed"
+
+
+def _is_verdict(report: pytest.TestReport) -> bool:
+    return f"::{MARKER}[" in report.nodeid
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def environment(settings: Settings) -> dict[str, Any]:
+    """Where the figures came from: they only mean something next to this."""
+    import platform
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "pytest": pytest.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": settings.llama.get("n_threads"),
+        "llama": dict(settings.llama),
+        "generation": dict(settings.generation),
+    }
+    try:
+        import llama_cpp
+
+        env["llama_cpp_python"] = llama_cpp.__version__
+        env["llama_cpp_system_info"] = llama_cpp.llama_print_system_info().decode().strip()
+    except Exception as exc:  # pragma: no cover - reported rather than lost
+        env["llama_cpp_python"] = f"unavailable: {exc}"
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+__all__ = ["MB", "QuantSession", "RubricItem", "SESSION_KEY"]

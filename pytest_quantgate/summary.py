@@ -1,0 +1,253 @@
+"""Compute, then render: the end-of-session ``Summary`` and pure functions that print it.
+
+Inputs are the plain dicts that travelled on test reports, so the same code serves a plain
+run and the controller of a ``pytest -n`` run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .rubric import MB
+
+PASS_MARK = "ok"
+FAIL_MARK = "FAIL"
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    nodeid: str
+    variant: str
+    group: str | None
+    outcome: str  # passed | miss | failed | error | skipped
+    message: str = ""
+
+
+@dataclass
+class GroupResult:
+    group: str
+    variant: str
+    thresholds: dict[str, float]
+    cases: int
+    passed_cases: int
+    misses: int
+    failures: int
+    accuracy: float | None
+    tokens_per_second: float | None
+    passed: bool
+    reasons: list[str]
+    case_outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> outcome
+
+
+@dataclass
+class VariantRow:
+    name: str
+    file_type: str
+    path: str
+    sha256: str
+    size_bytes: int
+    loads: int
+    load_seconds: float | None
+    memory_mb: float | None
+    tokens_per_second: float | None
+    decode_tokens_per_second: float | None
+    prompt_tokens_per_second: float | None
+    groups: dict[str, GroupResult]
+    failed_tests: list[str]  # ordinary failures and errors (misses excluded)
+    passed: bool
+    reasons: list[str]
+
+    @property
+    def size_mb(self) -> float:
+        return self.size_bytes / MB
+
+
+@dataclass
+class Summary:
+    rows: list[VariantRow]  # smallest file first
+    groups: list[str]
+    smallest_passing: str | None
+    smallest_passing_by_group: dict[str, str | None]
+    gate: str
+    incomplete: bool = False
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, name: str) -> VariantRow:
+        return next(r for r in self.rows if r.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "smallest_passing": self.smallest_passing,
+            "smallest_passing_by_group": self.smallest_passing_by_group,
+            "gate": self.gate,
+            "incomplete": self.incomplete,
+            "environment": self.environment,
+            "groups": self.groups,
+            "variants": [_row_dict(r) for r in self.rows],
+        }
+
+
+def _row_dict(r: VariantRow) -> dict[str, Any]:
+    d = asdict(r)
+    d["size_mb"] = round(r.size_mb, 3)
+    return d
+
+
+def build_summary(
+    *,
+    variants: dict[str, dict[str, Any]],  # name -> Variant.to_dict() + stats snapshot
+    cases: list[CaseRecord],
+    verdicts: dict[tuple[str, str], dict[str, Any]],  # (group, variant) -> verdict dict
+    gate: str,
+    incomplete: bool = False,
+    environment: dict[str, Any] | None = None,
+) -> Summary:
+    names = [n for n in variants if any(c.variant == n for c in cases) or any(v == n for _, v in verdicts)]
+    groups: list[str] = []
+    for g, _ in verdicts:
+        if g not in groups:
+            groups.append(g)
+    rows: list[VariantRow] = []
+    for name in names:
+        info = variants[name]
+        mine = [c for c in cases if c.variant == name]
+        failed = [c.nodeid for c in mine if c.outcome in ("failed", "error")]
+        group_results: dict[str, GroupResult] = {}
+        for g in groups:
+            v = verdicts.get((g, name))
+            if v is None:
+                continue
+            in_group = [c for c in mine if c.group == g]
+            group_results[g] = GroupResult(
+                group=g,
+                variant=name,
+                thresholds=dict(v["thresholds"]),
+                cases=int(v["cases"]),
+                passed_cases=int(v["passed_cases"]),
+                misses=int(v["misses"]),
+                failures=int(v["failures"]),
+                accuracy=v["accuracy"],
+                tokens_per_second=v.get("tokens_per_second"),
+                passed=bool(v["passed"]),
+                reasons=list(v["reasons"]),
+                case_outcomes={c.nodeid: c.outcome for c in in_group},
+            )
+        reasons: list[str] = []
+        for g, gr in group_results.items():
+            reasons.extend(f"{_short(g)}: {r}" for r in gr.reasons)
+        if failed:
+            reasons.append(f"{len(failed)} test(s) failed: {failed[0]}")
+        stats = info.get("stats") or {}
+        rows.append(
+            VariantRow(
+                name=name,
+                file_type=str(info.get("file_type", "")),
+                path=str(info.get("path", "")),
+                sha256=str(info.get("sha256", "")),
+                size_bytes=int(info.get("size_bytes", 0)),
+                loads=int(stats.get("loads", 0)),
+                load_seconds=stats.get("load_seconds"),
+                memory_mb=stats.get("memory_mb"),
+                tokens_per_second=stats.get("tokens_per_second"),
+                decode_tokens_per_second=stats.get("decode_tokens_per_second"),
+                prompt_tokens_per_second=stats.get("prompt_tokens_per_second"),
+                groups=group_results,
+                failed_tests=failed,
+                passed=not reasons,
+                reasons=reasons,
+            )
+        )
+    rows.sort(key=lambda r: (r.size_bytes, r.name))
+    passing = [r for r in rows if r.passed]
+    by_group: dict[str, str | None] = {}
+    for g in groups:
+        ok = [
+            r for r in rows
+            if g in r.groups and r.groups[g].passed
+            and not any(o in ("failed", "error") for o in r.groups[g].case_outcomes.values())
+        ]
+        by_group[g] = ok[0].name if ok else None
+    return Summary(
+        rows=rows,
+        groups=groups,
+        smallest_passing=passing[0].name if passing else None,
+        smallest_passing_by_group=by_group,
+        gate=gate,
+        incomplete=incomplete,
+        environment=environment or {},
+    )
+
+
+def _short(group: str) -> str:
+    """``tests/test_qa.py::TestX`` -> ``test_qa.py::TestX``: enough to tell groups apart."""
+    return group.rsplit("/", 1)[-1]
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_lines(summary: Summary) -> list[str]:
+    """The terminal summary as plain lines (no colour): a table, then the one-line answer."""
+    if not summary.rows:
+        return ["no quant variant ran"]
+    header = ["variant", "disk MB", "mem MB", "load s", "gen tok/s"]
+    header += [_short(g) for g in summary.groups]
+    header += ["verdict"]
+    table: list[list[str]] = [header]
+    for r in summary.rows:
+        cells = [r.name, f"{r.size_mb:.1f}", _fmt(r.memory_mb, 1), _fmt(r.load_seconds, 2),
+                 _fmt(r.tokens_per_second, 1)]
+        for g in summary.groups:
+            gr = r.groups.get(g)
+            if gr is None:
+                cells.append("-")
+            else:
+                acc = "n/a" if gr.accuracy is None else f"{gr.accuracy:.2f}"
+                cells.append(f"{acc} {PASS_MARK if gr.passed else FAIL_MARK}")
+        cells.append("pass" if r.passed else f"FAIL: {r.reasons[0]}")
+        table.append(cells)
+    widths = _widths(table)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    if summary.incomplete:
+        lines.append("run incomplete: figures cover only the tests that finished")
+    if summary.smallest_passing:
+        r = summary.row(summary.smallest_passing)
+        lines.append(f"smallest passing variant: {r.name} ({r.size_mb:.1f} MB)")
+    else:
+        lines.append("no variant passes the rubric")
+    if len(summary.groups) > 1:
+        for g in summary.groups:
+            best = summary.smallest_passing_by_group.get(g)
+            lines.append(f"  {_short(g)}: {('smallest passing ' + best) if best else 'no variant passes'}")
+    return lines
+
+
+def _widths(table: list[list[str]]) -> list[int]:
+    # The last column (verdict and reason) is left unpadded so long reasons do not widen the rest.
+    n = len(table[0])
+    return [max(len(row[i]) for row in table) if i < n - 1 else 0 for i in range(n)]
+
+
+def render_markdown(summary: Summary) -> str:
+    """The same table for ``$GITHUB_STEP_SUMMARY``."""
+    header = ["variant", "disk MB", "mem MB", "load s", "gen tok/s"]
+    header += [f"`{_short(g)}`" for g in summary.groups] + ["verdict"]
+    out = ["### quantgate", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in summary.rows:
+        cells = [f"**{r.name}**", f"{r.size_mb:.1f}", _fmt(r.memory_mb, 1), _fmt(r.load_seconds, 2),
+                 _fmt(r.tokens_per_second, 1)]
+        for g in summary.groups:
+            gr = r.groups.get(g)
+            cells.append("-" if gr is None else (
+                f"{_fmt(gr.accuracy, 2)} {'✅' if gr.passed else '❌'}"))
+        cells.append("✅ pass" if r.passed else f"❌ {r.reasons[0]}")
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    out.append("")
+    if summary.smallest_passing:
+        r = summary.row(summary.smallest_passing)
+        out.append(f"**smallest passing variant: {r.name} ({r.size_mb:.1f} MB)**")
+    else:
+        out.append("**no variant passes the rubric**")
+    return "\n".join(out) + "\n"
