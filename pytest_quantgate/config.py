@@ -8,7 +8,7 @@ turns it into ``pytest.UsageError`` (exit code 4, no traceback).
 from __future__ import annotations
 
 import glob as globmod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -18,7 +18,10 @@ import yaml
 from .rubric import Rubric, RubricError, parse_rubric
 
 DEFAULT_CONFIG_NAME = "quantgate.yaml"
-TOP_LEVEL_KEYS = ("model", "variants", "variants_glob", "reference", "llama", "rubric", "generation")
+TOP_LEVEL_KEYS = (
+    "model", "variants", "variants_glob", "reference", "llama", "rubric", "generation", "baseline",
+)
+DEFAULT_BASELINE_NAME = "quantgate-baseline.json"
 GATES = ("all", "any")
 
 # Keyword arguments of llama_cpp.Llama that a team plausibly sets, with their types. A typo
@@ -76,7 +79,7 @@ class Settings:
     generation: Mapping[str, Any]
     rubric_defaults: Rubric
     discovered: bool = False  # names came from GGUF metadata (variants_glob)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    baseline_path: Path | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -157,6 +160,9 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
     except RubricError as exc:
         raise ConfigError(f"{where}: rubric.{exc}") from exc
 
+    baseline = raw.get("baseline", DEFAULT_BASELINE_NAME)
+    if not isinstance(baseline, str) or not baseline:
+        raise ConfigError(f"{where}: baseline: expected a file path, got {_kind(baseline)}")
     model = raw.get("model", path.parent.name)
     return Settings(
         config_path=path,
@@ -167,6 +173,7 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
         generation=MappingProxyType(generation),
         rubric_defaults=rubric,
         discovered="variants_glob" in raw and "variants" not in raw,
+        baseline_path=(base / baseline).resolve(),
     )
 
 

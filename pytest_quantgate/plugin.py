@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import pytest
 
+from .baseline import BaselineError, read_baseline
 from .config import GATES, ConfigError, find_config, load_settings, select_variants
 from .model import QuantModel
 from .pool import LoadError
@@ -41,6 +42,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "variant passes (default: all)")
     group.addoption("--quant-report", metavar="PATH", default=None,
                     help="write the summary and per-case results as JSON to PATH")
+    group.addoption("--quant-baseline", metavar="PATH", default=None,
+                    help="baseline file to compare against (default: baseline: in quantgate.yaml, "
+                         "else quantgate-baseline.json next to it)")
+    group.addoption("--quant-update-baseline", action="store_true", default=False,
+                    help="write this run's results as the new baseline instead of comparing")
     parser.addini("quantgate_config", "quantgate config file, relative to the rootdir", default=None)
     parser.addini("quant_gate", "default for --quant-gate (all|any)", default="all")
 
@@ -65,6 +71,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if qs is not None:
         config.stash[SESSION_KEY] = qs
         config.pluginmanager.register(qs, "quantgate-session")
+        if getattr(config.option, "dist", "no") == "load":
+            # xdist's default spreads one variant over all workers; group by variant instead.
+            config.option.dist = "loadgroup"
 
 
 def _make_session(config: pytest.Config) -> QuantSession | None:
@@ -88,8 +97,20 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
         raise ConfigError(f"{path.name}: {mismatch}")
     gate = config.getoption("quant_gate") or _gate_from_ini(config)
     report = config.getoption("quant_report")
+    flag = config.getoption("quant_baseline")
+    baseline_path = Path(flag).resolve() if flag else settings.baseline_path
+    update = bool(config.getoption("quant_update_baseline"))
+    baseline = None
+    if baseline_path is not None and baseline_path.is_file() and not update:
+        try:
+            baseline = read_baseline(baseline_path)
+        except BaselineError as exc:
+            raise ConfigError(str(exc)) from None
+    elif flag and not update:
+        raise ConfigError(f"--quant-baseline: {flag}: no such file; create it with --quant-update-baseline")
     return QuantSession(config, settings, variants, selected, gate,
-                        Path(report).resolve() if report else None)
+                        Path(report).resolve() if report else None,
+                        baseline_path=baseline_path, baseline=baseline, update_baseline=update)
 
 
 def _gate_from_ini(config: pytest.Config) -> str:

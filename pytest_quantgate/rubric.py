@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from .baseline import GroupComparison
+    from .stats import PairedComparison
 
 # key -> (kind, description). "min" thresholds must be met from above, "max" from below.
 RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
@@ -13,7 +17,10 @@ RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
     "memory_mb": ("max", "resident memory the loaded variant adds to the process, MB"),
     "disk_mb": ("max", "GGUF file size, MB"),
     "load_seconds": ("max", "time to load the variant"),
+    "max_accuracy_drop": ("max", "allowed accuracy fall against the baseline, 0..1 (default 0)"),
+    "max_drop_vs_reference": ("max", "allowed accuracy gap below the reference variant, 0..1"),
 }
+FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference")
 
 MB = 1_000_000  # decimal megabytes, like file managers and the rubric's disk_mb
 
@@ -30,6 +37,8 @@ class Rubric:
     memory_mb: float | None = None
     disk_mb: float | None = None
     load_seconds: float | None = None
+    max_accuracy_drop: float | None = None
+    max_drop_vs_reference: float | None = None
 
     def merged(self, override: Rubric) -> Rubric:
         """``override``'s set keys win: marker values override the yaml defaults."""
@@ -55,9 +64,9 @@ def parse_rubric(values: Mapping[str, Any]) -> Rubric:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RubricError(f"{key}: expected a number, got {value!r}")
         v = float(value)
-        if key == "accuracy" and not 0 <= v <= 1:
+        if key in FRACTION_KEYS and not 0 <= v <= 1:
             raise RubricError(f"{key}: expected a number between 0 and 1, got {value!r}")
-        if key != "accuracy" and v <= 0:
+        if key not in FRACTION_KEYS and v <= 0:
             raise RubricError(f"{key}: expected a positive number, got {value!r}")
         out[key] = v
     return Rubric(**out)
@@ -78,6 +87,10 @@ class GroupFigures:
     memory_mb: float | None
     disk_mb: float
     load_seconds: float | None
+    baseline: GroupComparison | None = None  # against the committed baseline, if any
+    reference: PairedComparison | None = None  # against the reference variant, same cases
+    reference_name: str | None = None
+    reference_missing: str | None = None  # why no reference comparison was possible
 
     @property
     def accuracy(self) -> float | None:
@@ -110,7 +123,35 @@ def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
     _check_max(reasons, "memory", fig.memory_mb, rubric.memory_mb, "MB", 0)
     _check_max(reasons, "disk", fig.disk_mb, rubric.disk_mb, "MB", 1)
     _check_max(reasons, "load", fig.load_seconds, rubric.load_seconds, "s", 2)
+    base = fig.baseline
+    if base is not None and base.common:
+        allowed = rubric.max_accuracy_drop or 0.0
+        if base.drop > allowed + 1e-9:
+            shown = ", ".join(_case_name(c) for c in base.regressions[:5])
+            more = f" and {len(base.regressions) - 5} more" if len(base.regressions) > 5 else ""
+            reasons.append(
+                f"accuracy fell {base.drop:.2f} > {allowed:.2f} vs baseline "
+                f"({base.baseline_accuracy:.2f} -> {base.accuracy:.2f} on {base.common} cases); "
+                f"regressed: {shown}{more}"
+            )
+    if rubric.max_drop_vs_reference is not None:
+        ref = fig.reference
+        if ref is None:
+            reasons.append(f"max_drop_vs_reference: {fig.reference_missing or 'no reference results'}")
+        elif ref.drop > rubric.max_drop_vs_reference + 1e-9:
+            reasons.append(
+                f"{ref.drop:.2f} below reference {fig.reference_name} > "
+                f"{rubric.max_drop_vs_reference:.2f} allowed (lost {ref.lost}, gained {ref.gained} "
+                f"of {ref.cases}; exact McNemar p={ref.p_value:.3g})"
+            )
     return reasons
+
+
+def _case_name(key: str) -> str:
+    """``test_qa.py::test_fact[capital-peru]`` -> ``capital-peru``: short enough for one line."""
+    if key.endswith("]") and "[" in key:
+        return key[key.index("[") + 1 : -1]
+    return key.rsplit("::", 1)[-1]
 
 
 def _check_min(out: list[str], label: str, got: float | None, need: float | None, unit: str) -> None:

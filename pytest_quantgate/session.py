@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generator
 
 import pytest
 
+from .baseline import build_baseline, case_key, compare_group, fingerprint_changes, write_baseline
 from .config import Settings
+from .stats import paired, wilson
 from .pool import ModelPool
 from .rubric import MB, GroupFigures, Rubric, RubricError, evaluate, parse_rubric
 from .summary import CaseRecord, Summary, build_summary, render_lines, render_markdown
@@ -65,6 +67,10 @@ class QuantSession:
         selected: tuple[str, ...],
         gate: str,
         report_path: Path | None,
+        *,
+        baseline_path: Path | None = None,
+        baseline: dict[str, Any] | None = None,
+        update_baseline: bool = False,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -72,6 +78,9 @@ class QuantSession:
         self.selected = selected  # names in run order
         self.gate = gate
         self.report_path = report_path
+        self.baseline_path = baseline_path
+        self.baseline = baseline  # None when absent or being rewritten
+        self.update_baseline = update_baseline
         seed = settings.llama.get("seed")
         self.pool = ModelPool(self._load, settings.generation, seed if isinstance(seed, int) else None,
                               prepare=_import_llama_cpp)
@@ -82,6 +91,7 @@ class QuantSession:
         self.variant_snapshots: dict[str, dict[str, Any]] = {}
         self.other_failures = 0  # failures in tests that are not about a variant
         self.summary: Summary | None = None
+        self.baseline_note: str | None = None
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self, variant: Variant) -> Any:
@@ -149,6 +159,28 @@ class QuantSession:
         for (gkey, variant), idx in inserts:
             out.insert(idx + 1, self._verdict_item(parents[(gkey, variant)], self.groups[gkey], variant))
         items[:] = out
+        self._check_baseline_comparable(list(last_index))
+        if config.pluginmanager.hasplugin("xdist"):
+            # Under `pytest -n`, a variant's cases and its verdicts must share one worker: the
+            # verdict reads the cases' outcomes and the model is loaded once per worker.
+            for item in items:
+                variant = self.variant_of(item)
+                if variant is not None:
+                    item.add_marker(pytest.mark.xdist_group(name=variant))
+                    if getattr(config.option, "loadgroup", False) and "@" not in item.nodeid:
+                        # xdist turns marks into "@group" node id suffixes in a hook that ran
+                        # before this trylast one (which must follow -k); apply the same rule.
+                        item._nodeid = f"{item.nodeid}@{variant}"
+
+    def _check_baseline_comparable(self, pairs: list[tuple[str, str]]) -> None:
+        if self.baseline is None or not pairs:
+            return
+        known = {(g, v) for v, data in self.baseline["variants"].items() for g in data.get("groups", {})}
+        if not known & set(pairs):
+            raise pytest.UsageError(
+                f"{self.baseline_path}: nothing in this run is comparable to the baseline (no "
+                "variant and eval group in common); write a new one with pytest --quant-update-baseline"
+            )
 
     def _verdict_item(self, case: pytest.Item, group: Group, variant: str) -> RubricItem:
         marks = list(case.iter_markers_with_node(MARKER))
@@ -248,6 +280,7 @@ class QuantSession:
             disk_mb=disk,
             load_seconds=stats.load_seconds if stats else None,
         )
+        fig = self._comparisons(group, variant_name, mine, fig)
         reasons = evaluate(group.rubric, fig)
         if isinstance(variant, BrokenVariant):
             reasons.insert(0, variant.reason)
@@ -265,8 +298,51 @@ class QuantSession:
             "memory_mb": fig.memory_mb,
             "disk_mb": fig.disk_mb,
             "load_seconds": fig.load_seconds,
+            "accuracy_ci": list(wilson(fig.passed, fig.cases)) if fig.cases else None,
+            "baseline": fig.baseline.to_dict() if fig.baseline else None,
+            "vs_reference": (
+                {"reference": fig.reference_name, **fig.reference.to_dict()} if fig.reference else None
+            ),
             "reasons": reasons,
         }
+
+    def _outcomes(self, group_key: str, variant: str) -> dict[str, str]:
+        """``{case key: outcome}`` of one (group, variant) in this run."""
+        return {
+            case_key(c.nodeid, variant): c.outcome
+            for c in self.cases.values()
+            if c.group == group_key and c.variant == variant and c.outcome != "skipped"
+        }
+
+    def _comparisons(self, group: Group, variant: str, mine: list[CaseRecord],
+                     fig: GroupFigures) -> GroupFigures:
+        now = self._outcomes(group.key, variant)
+        base_cmp = None
+        if self.baseline is not None:
+            old = self.baseline["variants"].get(variant, {}).get("groups", {}).get(group.key)
+            if old is not None:
+                base_cmp = compare_group(old["cases"], now)
+        ref_name = self.settings.reference
+        ref_cmp, missing = None, None
+        if group.rubric.max_drop_vs_reference is not None:
+            if ref_name is None:
+                missing = "no reference: set reference: in quantgate.yaml"
+            else:
+                ref = self._outcomes(group.key, ref_name) if ref_name in self.selected else {}
+                source = "this run"
+                if not ref and self.baseline is not None:
+                    ref = self.baseline["variants"].get(ref_name, {}).get("groups", {}).get(group.key, {}).get("cases", {})
+                    source = "the baseline"
+                if not ref:
+                    missing = (f"reference {ref_name} did not run (select it with --quant-variants) "
+                               "and no baseline holds its results")
+                else:
+                    ref_cmp = paired({k: o == "passed" for k, o in ref.items()},
+                                     {k: o == "passed" for k, o in now.items()},
+                                     gated_drop=group.rubric.max_drop_vs_reference)
+                    ref_name = f"{ref_name}" + ("" if source == "this run" else " (from the baseline)")
+        return replace(fig, baseline=base_cmp, reference=ref_cmp, reference_name=ref_name,
+                       reference_missing=missing)
 
     def _group_totals(self, group_key: str, variant: str) -> dict[str, Any]:
         keys = ("gen_tokens", "gen_seconds", "prompt_eval_tokens", "prompt_eval_ms")
@@ -305,6 +381,21 @@ class QuantSession:
             return  # an xdist worker: the controller builds the summary from our reports
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
         self.summary = self.build(incomplete=interrupted)
+        if self.update_baseline and self.baseline_path is not None and self.summary.rows:
+            if interrupted:
+                self.baseline_note = "baseline not written: the run was interrupted"
+            else:
+                write_baseline(self.baseline_path, build_baseline(
+                    self.summary, list(self.cases.values()), dict(self.settings.llama),
+                    dict(self.settings.generation)))
+                self.baseline_note = f"baseline written: {self.baseline_path}"
+        elif self.baseline is not None:
+            fresh = build_baseline(self.summary, list(self.cases.values()), dict(self.settings.llama),
+                                   dict(self.settings.generation))["fingerprint"]
+            changes = fingerprint_changes(self.baseline["fingerprint"], fresh)
+            self.summary.baseline_changes = changes
+            self.baseline_note = "baseline: " + ("; ".join(changes) if changes else "same setup")
+        self.summary.baseline_note = self.baseline_note
         self.config.hook.pytest_quantgate_summary(config=self.config, summary=self.summary)
         if self.report_path is not None:
             from .report import write_report

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .rubric import MB
+from .stats import mcnemar_exact
 
 PASS_MARK = "ok"
 FAIL_MARK = "FAIL"
@@ -38,6 +39,9 @@ class GroupResult:
     passed: bool
     reasons: list[str]
     case_outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> outcome
+    accuracy_ci: list[float] | None = None  # 95% Wilson interval
+    baseline: dict[str, Any] | None = None  # GroupComparison.to_dict()
+    vs_reference: dict[str, Any] | None = None  # PairedComparison.to_dict() + reference name
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Summary:
     gate: str
     incomplete: bool = False
     environment: dict[str, Any] = field(default_factory=dict)
+    baseline_note: str | None = None  # "baseline: llama-cpp-python 0.3.35 -> 0.3.36; ..."
+    baseline_changes: list[str] = field(default_factory=list)
 
     def row(self, name: str) -> VariantRow:
         return next(r for r in self.rows if r.name == name)
@@ -83,6 +89,7 @@ class Summary:
             "gate": self.gate,
             "incomplete": self.incomplete,
             "environment": self.environment,
+            "baseline": {"note": self.baseline_note, "changes": self.baseline_changes},
             "groups": self.groups,
             "variants": [_row_dict(r) for r in self.rows],
         }
@@ -132,6 +139,9 @@ def build_summary(
                 passed=bool(v["passed"]),
                 reasons=list(v["reasons"]),
                 case_outcomes={c.nodeid: c.outcome for c in in_group},
+                accuracy_ci=v.get("accuracy_ci"),
+                baseline=v.get("baseline"),
+                vs_reference=v.get("vs_reference"),
             )
         reasons: list[str] = []
         for g, gr in group_results.items():
@@ -192,6 +202,7 @@ def render_lines(summary: Summary) -> list[str]:
     """The terminal summary as plain lines (no colour): a table, then the one-line answer."""
     if not summary.rows:
         return ["no quant variant ran"]
+    lines: list[str] = [summary.baseline_note] if summary.baseline_note else []
     header = ["variant", "disk MB", "mem MB", "load s", "gen tok/s"]
     header += [_short(g) for g in summary.groups]
     header += ["verdict"]
@@ -205,11 +216,14 @@ def render_lines(summary: Summary) -> list[str]:
                 cells.append("-")
             else:
                 acc = "n/a" if gr.accuracy is None else f"{gr.accuracy:.2f}"
+                if gr.accuracy_ci:
+                    acc += f" [{gr.accuracy_ci[0]:.2f}-{gr.accuracy_ci[1]:.2f}]"
                 cells.append(f"{acc} {PASS_MARK if gr.passed else FAIL_MARK}")
         cells.append("pass" if r.passed else f"FAIL: {r.reasons[0]}")
         table.append(cells)
     widths = _widths(table)
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines += _comparison_lines(summary)
     if summary.incomplete:
         lines.append("run incomplete: figures cover only the tests that finished")
     if summary.smallest_passing:
@@ -222,6 +236,39 @@ def render_lines(summary: Summary) -> list[str]:
             best = summary.smallest_passing_by_group.get(g)
             lines.append(f"  {_short(g)}: {('smallest passing ' + best) if best else 'no variant passes'}")
     return lines
+
+
+def _comparison_lines(summary: Summary) -> list[str]:
+    out: list[str] = []
+    for r in summary.rows:
+        for g, gr in r.groups.items():
+            b = gr.baseline
+            if b and (b["regressions"] or b["fixes"] or b["added"] or b["removed"]):
+                parts = []
+                if b["regressions"]:
+                    parts.append(f"{len(b['regressions'])} regressed ({', '.join(_tail(k) for k in b['regressions'][:4])})")
+                if b["fixes"]:
+                    parts.append(f"{len(b['fixes'])} fixed ({', '.join(_tail(k) for k in b['fixes'][:4])})")
+                if b["added"] or b["removed"]:
+                    parts.append(f"{len(b['added'])} new, {len(b['removed'])} removed cases not compared")
+                p = mcnemar_exact(len(b["regressions"]), len(b["fixes"]))
+                noise = f"; McNemar p={p:.3g}" + (", within noise" if b["regressions"] and p >= 0.05 else "")
+                out.append(f"{r.name} {_short(g)} vs baseline: " + "; ".join(parts) + noise)
+            ref = gr.vs_reference
+            if ref:
+                note = ""
+                if ref["underpowered"]:
+                    note = (f"; too few cases: {ref['cases']} cases cannot show a drop of "
+                            f"{gr.thresholds.get('max_drop_vs_reference', 0):.2f} as significant")
+                elif ref["drop"] > 0 and ref["p_value"] >= 0.05:
+                    note = "; within noise"
+                out.append(f"{r.name} {_short(g)} vs {ref['reference']}: {ref['drop']:+.2f} drop "
+                           f"(lost {ref['lost']}, gained {ref['gained']}, McNemar p={ref['p_value']:.3g}){note}")
+    return out
+
+
+def _tail(key: str) -> str:
+    return key[key.index("[") + 1 : -1] if key.endswith("]") and "[" in key else key.rsplit("::", 1)[-1]
 
 
 def _widths(table: list[list[str]]) -> list[int]:

@@ -1,0 +1,84 @@
+"""Small-sample statistics for pass rates: Wilson intervals and the exact McNemar test.
+
+Eval sets are tens of cases, so normal approximations lie; everything here is exact
+(binomial tails with integer arithmetic) or the Wilson score interval, which keeps its
+coverage near 0 and 1 where the Wald interval collapses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z95 = 1.959963984540054  # the 97.5th percentile of the standard normal
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval for ``k`` successes in ``n`` trials."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def binom_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), exact."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs.
+
+    ``b``: cases the first variant passes and the second misses; ``c``: the reverse. Under
+    no difference each discordant case is a fair coin, so this is a binomial test on b+c.
+    """
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * binom_cdf_half(min(b, c), n))
+
+
+def min_discordant_for_significance(alpha: float = 0.05) -> int:
+    """The fewest discordant cases, all one way, that the exact test calls significant."""
+    n = 1
+    while mcnemar_exact(n, 0) >= alpha:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Variant vs. a reference (or a baseline) on the same cases."""
+
+    cases: int  # cases both sides ran
+    lost: int  # reference passed, variant missed
+    gained: int  # reference missed, variant passed
+    drop: float  # reference accuracy minus variant accuracy on these cases
+    p_value: float
+    underpowered: bool  # too few cases to ever show the gated drop as significant
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return {"cases": self.cases, "lost": self.lost, "gained": self.gained,
+                "drop": self.drop, "p_value": self.p_value, "underpowered": self.underpowered}
+
+
+def paired(ref: dict[str, bool], var: dict[str, bool], gated_drop: float | None = None,
+           alpha: float = 0.05) -> PairedComparison:
+    """Compare pass/miss per case on the cases both sides have."""
+    common = sorted(set(ref) & set(var))
+    lost = sum(ref[c] and not var[c] for c in common)
+    gained = sum(var[c] and not ref[c] for c in common)
+    n = len(common)
+    drop = (lost - gained) / n if n else 0.0
+    need = min_discordant_for_significance(alpha)
+    # A drop of d on n cases is at most n*d discordant cases; below `need` no result of
+    # the test could call it significant, so a gate on it would give false confidence.
+    underpowered = gated_drop is not None and n * max(gated_drop, 1.0 / max(n, 1)) < need
+    return PairedComparison(n, lost, gained, drop, mcnemar_exact(lost, gained), underpowered)
