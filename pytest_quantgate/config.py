@@ -20,7 +20,9 @@ from .rubric import Rubric, RubricError, parse_rubric
 DEFAULT_CONFIG_NAME = "quantgate.yaml"
 TOP_LEVEL_KEYS = (
     "model", "variants", "variants_glob", "reference", "llama", "rubric", "generation", "baseline",
+    "isolation",
 )
+ISOLATIONS = ("none", "process")
 DEFAULT_BASELINE_NAME = "quantgate-baseline.json"
 GATES = ("all", "any")
 
@@ -80,6 +82,7 @@ class Settings:
     rubric_defaults: Rubric
     discovered: bool = False  # names came from GGUF metadata (variants_glob)
     baseline_path: Path | None = None
+    isolation: str = "none"  # "process": each variant in its own worker process
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -163,6 +166,9 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
     baseline = raw.get("baseline", DEFAULT_BASELINE_NAME)
     if not isinstance(baseline, str) or not baseline:
         raise ConfigError(f"{where}: baseline: expected a file path, got {_kind(baseline)}")
+    isolation = raw.get("isolation", "none")
+    if isolation not in ISOLATIONS:
+        raise ConfigError(f"{where}: isolation: expected one of {', '.join(ISOLATIONS)}, got {_kind(isolation)}")
     model = raw.get("model", path.parent.name)
     return Settings(
         config_path=path,
@@ -174,6 +180,7 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
         rubric_defaults=rubric,
         discovered="variants_glob" in raw and "variants" not in raw,
         baseline_path=(base / baseline).resolve(),
+        isolation=isolation,
     )
 
 

@@ -29,6 +29,9 @@ class GGUFInfo:
     bits_per_weight: float  # tensor bytes * 8 / parameters: what the weights really cost
     tokenizer_sha256: str  # fingerprint of the vocabulary: variants of one model share it
     name: str
+    n_layer: int = 0  # for the memory estimate: KV cache = 2 * n_layer * n_ctx * n_embd_kv
+    n_embd_kv: int = 0
+    n_vocab: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +80,13 @@ def read_info(path: Path) -> GGUFInfo:
     arch = field("general.architecture")
     if not isinstance(arch, str):
         raise GGUFError("GGUF has no general.architecture key")
+    from gguf.constants import MODEL_ARCH_NAMES
+
+    if arch not in MODEL_ARCH_NAMES.values():
+        raise GGUFError(
+            f"architecture {arch!r} is not one llama.cpp supports "
+            f"(the gguf package lists {len(MODEL_ARCH_NAMES)}, e.g. llama, qwen2, gemma3)"
+        )
     ftype_code = field("general.file_type")
     file_type = file_type_name(int(ftype_code)) if ftype_code is not None else _guess_type(reader)
 
@@ -88,6 +98,14 @@ def read_info(path: Path) -> GGUFInfo:
     n_params = sum(int(t.n_elements) for t in reader.tensors)
     tensor_bytes = sum(int(t.n_bytes) for t in reader.tensors)
 
+    def arch_int(key: str) -> int:
+        value = field(f"{arch}.{key}")
+        return int(value) if isinstance(value, (int, float)) else 0
+
+    n_layer = arch_int("block_count")
+    n_embd = arch_int("embedding_length")
+    n_head = arch_int("attention.head_count") or 1
+    n_head_kv = arch_int("attention.head_count_kv") or n_head
     tok = hashlib.sha256()
     tokens = reader.get_field("tokenizer.ggml.tokens")
     if tokens is not None:
@@ -104,6 +122,9 @@ def read_info(path: Path) -> GGUFInfo:
         bits_per_weight=round(tensor_bytes * 8 / n_params, 3) if n_params else 0.0,
         tokenizer_sha256=tok.hexdigest(),
         name=str(field("general.name") or path.stem),
+        n_layer=n_layer,
+        n_embd_kv=n_embd * n_head_kv // n_head,
+        n_vocab=len(tokens.data) if tokens is not None else 0,
     )
 
 

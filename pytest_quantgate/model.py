@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+import pytest
+
 from .backend import Completion, LoadedModel, Message
+from .worker import ModelCrashed
 from .variants import Variant
 
 
@@ -42,8 +45,12 @@ class QuantModel:
     def generate(self, prompt: str, *, max_tokens: int | None = None,
                  stop: Sequence[str] | None = None, **kw: Any) -> str:
         """Raw completion of ``prompt``; greedy and seeded unless ``kw`` says otherwise."""
-        c = self._loaded.complete(prompt, max_tokens=max_tokens or self._max_tokens, stop=stop,
-                                  params={**self._params, **kw})
+        __tracebackhide__ = True
+        try:
+            c = self._loaded.complete(prompt, max_tokens=max_tokens or self._max_tokens, stop=stop,
+                                      params={**self._params, **kw})
+        except ModelCrashed as exc:
+            pytest.fail(str(exc), pytrace=False)
         return self._done(c)
 
     def chat(self, message_or_messages: str | Sequence[Message], *, max_tokens: int | None = None,
@@ -55,8 +62,12 @@ class QuantModel:
             messages = list(message_or_messages)
         if system is not None:
             messages.insert(0, {"role": "system", "content": system})
-        c = self._loaded.chat(messages, max_tokens=max_tokens or self._max_tokens,
-                              params={**self._params, **kw})
+        __tracebackhide__ = True
+        try:
+            c = self._loaded.chat(messages, max_tokens=max_tokens or self._max_tokens,
+                                  params={**self._params, **kw})
+        except ModelCrashed as exc:
+            pytest.fail(str(exc), pytrace=False)
         return self._done(c)
 
     def _done(self, c: Completion) -> str:

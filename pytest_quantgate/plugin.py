@@ -4,13 +4,14 @@ only when a model loads, so ``pytest --help`` stays fast."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
 import pytest
 
 from .baseline import BaselineError, read_baseline
-from .config import GATES, ConfigError, find_config, load_settings, select_variants
+from .config import GATES, ISOLATIONS, ConfigError, find_config, load_settings, select_variants
 from .model import QuantModel
 from .pool import LoadError
 from .rubric import RUBRIC_KEYS
@@ -21,6 +22,12 @@ from .variants import BrokenVariant, Variant, check_same_model, name_from_metada
 def _gate(value: str) -> str:
     if value not in GATES:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(GATES)}, got {value!r}")
+    return value
+
+
+def _isolation(value: str) -> str:
+    if value not in ISOLATIONS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(ISOLATIONS)}, got {value!r}")
     return value
 
 
@@ -42,6 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "variant passes (default: all)")
     group.addoption("--quant-report", metavar="PATH", default=None,
                     help="write the summary and per-case results as JSON to PATH")
+    group.addoption("--quant-isolation", metavar="none|process", type=_isolation, default=None,
+                    help="process: load each variant in a worker process, so a llama.cpp crash "
+                         "fails that variant only (default: isolation: in quantgate.yaml, else none)")
     group.addoption("--quant-baseline", metavar="PATH", default=None,
                     help="baseline file to compare against (default: baseline: in quantgate.yaml, "
                          "else quantgate-baseline.json next to it)")
@@ -86,6 +96,8 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
         return None
     cache = config.cache if hasattr(config, "cache") else None
     settings = load_settings(path, name_of=lambda p: name_from_metadata(p, cache))
+    if config.getoption("quant_isolation"):
+        settings = dataclasses.replace(settings, isolation=config.getoption("quant_isolation"))
     selected = select_variants(settings.names, config.getoption("quant_variants"))
     variants: dict[str, Variant | BrokenVariant] = {}
     for spec in settings.variants:
@@ -167,7 +179,12 @@ def quant_model(request: pytest.FixtureRequest, quant_variant: Variant) -> Quant
 @pytest.hookimpl(trylast=True)
 def pytest_quantgate_load_model(config: pytest.Config, variant: Variant,
                                 llama_kwargs: Mapping[str, Any]) -> Any:
-    """The default backend: llama-cpp-python in this process."""
+    """The default backend: llama-cpp-python, in this process or in a worker process."""
+    qs = config.stash.get(SESSION_KEY, None)
+    if qs is not None and qs.settings.isolation == "process":
+        from .worker import WorkerBackend
+
+        return WorkerBackend().load(variant, llama_kwargs=llama_kwargs)
     from .backend import LlamaCppBackend
 
     return LlamaCppBackend().load(variant, llama_kwargs=llama_kwargs)

@@ -40,6 +40,11 @@ class ModelPool:
 
     def get(self, variant: Variant) -> QuantModel:
         if self._resident is not None and self._resident.variant.name == variant.name:
+            crashed = getattr(self._resident._loaded, "crashed", None)
+            if crashed:  # an isolated worker died: the variant's remaining tests error at once
+                self._failed[variant.name] = crashed
+                self.release()
+                raise LoadError(crashed)
             return self._resident
         if variant.name in self._failed:
             raise LoadError(self._failed[variant.name])
@@ -59,7 +64,11 @@ class ModelPool:
             raise LoadError(msg) from exc
         stats.loads += 1
         stats.load_seconds = time.perf_counter() - t0
-        stats.rss_after_load = stats.rss_peak = self._proc.memory_info().rss
+        if hasattr(loaded, "memory_bytes"):  # out of process: the worker measures itself
+            stats.rss_before = 0
+            stats.rss_after_load = stats.rss_peak = int(loaded.memory_bytes)
+        else:
+            stats.rss_after_load = stats.rss_peak = self._proc.memory_info().rss
         self._resident = QuantModel(
             variant, loaded, self._generation, self._seed, lambda c: self._record(variant.name, c)
         )
@@ -68,7 +77,8 @@ class ModelPool:
     def _record(self, name: str, c: Completion) -> None:
         stats = self.stats[name]
         stats.totals.add(c)
-        rss = self._proc.memory_info().rss
+        loaded = self._resident._loaded if self._resident is not None else None
+        rss = int(loaded.memory_bytes) if hasattr(loaded, "memory_bytes") else self._proc.memory_info().rss
         if stats.rss_peak is None or rss > stats.rss_peak:
             stats.rss_peak = rss
         if self.current_test is not None:

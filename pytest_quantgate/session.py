@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generator
 
+import psutil
 import pytest
 
 from .baseline import build_baseline, case_key, compare_group, fingerprint_changes, write_baseline
@@ -16,7 +17,7 @@ from .stats import paired, wilson
 from .pool import ModelPool
 from .rubric import MB, GroupFigures, Rubric, RubricError, evaluate, parse_rubric
 from .summary import CaseRecord, Summary, build_summary, render_lines, render_markdown
-from .variants import BrokenVariant, Variant
+from .variants import BrokenVariant, Variant, estimate_memory_bytes
 
 MARKER = "quant_rubric"
 PARAM = "quant_variant"
@@ -25,6 +26,7 @@ VARIANT_PROP = "quantgate.variant"
 CALLS_PROP = "quantgate.calls"
 VERDICT_PROP = "quantgate.verdict"
 MISS_PREFIX = "quant miss: "
+GUARD_FACTOR = 3  # refuse to load past this multiple of the tightest memory_mb ceiling
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,29 @@ class QuantSession:
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self, variant: Variant) -> Any:
+        self._guard_memory(variant)
         loaded = self.config.hook.pytest_quantgate_load_model(
             config=self.config, variant=variant, llama_kwargs=self.settings.llama
         )
         if loaded is None:
             raise RuntimeError("no backend returned a model (pytest_quantgate_load_model)")
         return loaded
+
+    def _guard_memory(self, variant: Variant) -> None:
+        """Refuse a load that cannot fit, rather than be OOM-killed and lose the session."""
+        need = estimate_memory_bytes(variant, self.settings.llama)
+        available = psutil.virtual_memory().available
+        if need > available * 0.9:
+            raise MemoryError(
+                f"needs at least {need / MB:,.0f} MB (weights, KV cache, logits) but only "
+                f"{available / MB:,.0f} MB is available; not loaded"
+            )
+        ceilings = [g.rubric.memory_mb for g in self.groups.values() if g.rubric.memory_mb]
+        if ceilings and need / MB > GUARD_FACTOR * min(ceilings):
+            raise MemoryError(
+                f"needs at least {need / MB:,.0f} MB, over {GUARD_FACTOR}x the rubric's "
+                f"memory_mb {min(ceilings):g}; not loaded (raise memory_mb or drop the variant)"
+            )
 
     # -- collection ------------------------------------------------------------------------
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from .config import VariantSpec
 from .gguf_info import GGUFError, GGUFInfo, read_info, sha256_file
@@ -56,7 +56,7 @@ class BrokenVariant:
     reason: str
 
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 def inspect_file(path: Path, cache: KeyValueCache | None = None) -> tuple[GGUFInfo, str]:
@@ -101,6 +101,20 @@ def resolve(spec: VariantSpec, cache: KeyValueCache | None = None) -> Variant | 
             "the file changed: re-pin it in quantgate.yaml if the change is intended",
         )
     return Variant(spec.name, spec.path, info.size_bytes, info.file_type, digest, info)
+
+
+def estimate_memory_bytes(variant: Variant, llama_kwargs: Mapping[str, Any]) -> int:
+    """What loading will cost, before loading: weights + f16 KV cache + the logits buffer.
+
+    A floor, not a measurement (compute buffers and repacked weights come on top); the
+    guard only refuses when even this floor is far past a limit.
+    """
+    info = variant.info
+    n_ctx = int(llama_kwargs.get("n_ctx", 512)) or 512
+    n_batch = min(int(llama_kwargs.get("n_batch", 512)), n_ctx)
+    kv = 2 * info.n_layer * n_ctx * info.n_embd_kv * 2
+    logits = info.n_vocab * n_batch * 4
+    return variant.size_bytes + kv + logits
 
 
 def check_same_model(variants: list[Variant]) -> str | None:

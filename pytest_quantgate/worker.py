@@ -1,0 +1,141 @@
+"""Out-of-process placement: one child process per variant owns the ``llama_cpp.Llama``.
+
+The test process talks to it over a ``multiprocessing`` pipe. A native crash (segfault,
+abort) kills only the child; the parent sees the pipe close, reads the exit signal and
+raises ``ModelCrashed`` for that variant while the session goes on. The child also measures
+its own memory, so the figure is exactly what the model costs, with no Python test state in it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+from dataclasses import asdict
+from typing import Any, Callable, Mapping, Sequence
+
+from .backend import Completion, Message
+from .variants import Variant
+
+
+class ModelCrashed(Exception):
+    """The worker died: the message names the variant and the signal."""
+
+
+def serve(conn: Any, model_path: str, llama_kwargs: dict[str, Any]) -> None:
+    """Child main loop: load, then answer ``(op, kwargs)`` requests until ``close``."""
+    import psutil
+
+    import llama_cpp  # before the baseline, so the library's own pages are not billed
+
+    from .backend import LlamaCppModel
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    try:
+        model = LlamaCppModel(llama_cpp.Llama(model_path=model_path, verbose=False, **llama_kwargs))
+    except Exception as exc:  # reported to the parent, which fails the variant's tests
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    peak = proc.memory_info().rss
+    conn.send(("ok", {"memory_bytes": peak - base}))
+    while True:
+        try:
+            op, kwargs = conn.recv()
+        except EOFError:
+            break
+        if op == "close":
+            model.close()
+            conn.send(("ok", None))
+            break
+        try:
+            completion = model.complete(**kwargs) if op == "complete" else model.chat(**kwargs)
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            continue
+        peak = max(peak, proc.memory_info().rss)
+        conn.send(("ok", {"completion": asdict(completion), "memory_bytes": peak - base}))
+
+
+class WorkerModel:
+    """``LoadedModel`` whose model lives in a child process; ``llm`` is None."""
+
+    def __init__(self, variant: Variant, llama_kwargs: Mapping[str, Any],
+                 target: Callable[..., None] = serve) -> None:
+        self.variant = variant
+        ctx = mp.get_context("spawn")  # fork would copy a threaded process: unsafe with OpenMP
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=target, args=(child, str(variant.path), dict(llama_kwargs)),
+                                 name=f"quantgate-{variant.name}", daemon=True)
+        self._proc.start()
+        child.close()
+        self.memory_bytes = 0
+        self.crashed: str | None = None  # the crash message once the worker has died
+        info = self._receive()
+        self.memory_bytes = int(info["memory_bytes"])
+
+    @property
+    def llm(self) -> Any:
+        return None
+
+    def _receive(self) -> Any:
+        try:
+            status, payload = self._conn.recv()
+        except (EOFError, ConnectionError, OSError):
+            self._proc.join(timeout=10)
+            raise ModelCrashed(self._death()) from None
+        if status == "error":
+            raise RuntimeError(payload)
+        return payload
+
+    def _death(self) -> str:
+        code = self._proc.exitcode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "unknown"
+            how = f"signal {-code}, {name}"
+        else:
+            how = f"exit code {code}"
+        self.crashed = f"llama.cpp crashed while running {self.variant.name} ({how})"
+        return self.crashed
+
+    def _call(self, op: str, **kwargs: Any) -> Completion:
+        try:
+            self._conn.send((op, kwargs))
+        except (BrokenPipeError, ConnectionError, OSError):
+            self._proc.join(timeout=10)
+            raise ModelCrashed(self._death()) from None
+        payload = self._receive()
+        self.memory_bytes = int(payload["memory_bytes"])
+        return Completion(**payload["completion"])
+
+    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,
+                 params: Mapping[str, Any]) -> Completion:
+        return self._call("complete", prompt=prompt, max_tokens=max_tokens,
+                          stop=list(stop) if stop else None, params=dict(params))
+
+    def chat(self, messages: Sequence[Message], *, max_tokens: int,
+             params: Mapping[str, Any]) -> Completion:
+        return self._call("chat", messages=[dict(m) for m in messages], max_tokens=max_tokens,
+                          params=dict(params))
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(("close", {}))
+                self._conn.recv()
+            except (EOFError, BrokenPipeError, ConnectionError, OSError):
+                pass
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
+        self._conn.close()
+
+
+class WorkerBackend:
+    def __init__(self, target: Callable[..., None] = serve) -> None:
+        self._target = target
+
+    def load(self, variant: Variant, *, llama_kwargs: Mapping[str, Any]) -> WorkerModel:
+        return WorkerModel(variant, llama_kwargs, self._target)
