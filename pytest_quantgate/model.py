@@ -50,8 +50,10 @@ class QuantModel:
             c = self._loaded.complete(prompt, max_tokens=max_tokens or self._max_tokens, stop=stop,
                                       params={**self._params, **kw})
         except ModelCrashed as exc:
-            pytest.fail(str(exc), pytrace=False)
-        return self._done(c)
+            crash = str(exc)
+        else:
+            return self._done(c)
+        pytest.fail(crash, pytrace=False)  # outside the except: no chained traceback
 
     def chat(self, message_or_messages: str | Sequence[Message], *, max_tokens: int | None = None,
              system: str | None = None, **kw: Any) -> str:
@@ -67,8 +69,10 @@ class QuantModel:
             c = self._loaded.chat(messages, max_tokens=max_tokens or self._max_tokens,
                                   params={**self._params, **kw})
         except ModelCrashed as exc:
-            pytest.fail(str(exc), pytrace=False)
-        return self._done(c)
+            crash = str(exc)
+        else:
+            return self._done(c)
+        pytest.fail(crash, pytrace=False)
 
     def _done(self, c: Completion) -> str:
         self.last = c

@@ -173,7 +173,8 @@ def quant_model(request: pytest.FixtureRequest, quant_variant: Variant) -> Quant
     try:
         return qs.pool.get(quant_variant)
     except LoadError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        reason = str(exc)
+    pytest.fail(reason, pytrace=False)  # outside the except: no chained traceback
 
 
 @pytest.hookimpl(trylast=True)

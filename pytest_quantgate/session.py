@@ -115,6 +115,8 @@ class QuantSession:
                 f"{available / MB:,.0f} MB is available; not loaded"
             )
         ceilings = [g.rubric.memory_mb for g in self.groups.values() if g.rubric.memory_mb]
+        if self.settings.rubric_defaults.memory_mb:
+            ceilings.append(self.settings.rubric_defaults.memory_mb)
         if ceilings and need / MB > GUARD_FACTOR * min(ceilings):
             raise MemoryError(
                 f"needs at least {need / MB:,.0f} MB, over {GUARD_FACTOR}x the rubric's "
@@ -398,7 +400,9 @@ class QuantSession:
         self.pool.release()
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the controller builds the summary from our reports
-        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+        # Ctrl-C, -x / --maxfail, or a plugin asking to stop: the figures cover part of the run.
+        interrupted = (exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+                       or bool(session.shouldfail))
         self.summary = self.build(incomplete=interrupted)
         if self.update_baseline and self.baseline_path is not None and self.summary.rows:
             if interrupted:

@@ -86,8 +86,8 @@ def test_gate_any_changes_only_the_exit_code(project: Project) -> None:
         return [" ".join(line.split()[:2] + line.split()[5:]) for line in lines[start + 1:start + 5]]
 
     assert table(strict) == table(lenient)
-    strict.assert_outcomes(passed=7, failed=2)
-    lenient.assert_outcomes(passed=7, failed=2)
+    strict.assert_outcomes(passed=8, failed=2)
+    lenient.assert_outcomes(passed=8, failed=2)
     assert strict_report["smallest_passing"] == lenient_report["smallest_passing"] == "Q4_K_M"
     # with no passing variant, any still fails
     project.pytester.makepyfile(test_two=TWO_GROUPS.replace("disk_mb=120", "disk_mb=50"))
@@ -180,12 +180,14 @@ def test_junit_properties_and_github_step_summary(project: Project, monkeypatch:
     result.assert_outcomes(passed=5)
     root = ET.parse(project.path / "junit.xml").getroot()
     props = {
-        (case.get("name"), p.get("name")): p.get("value")
+        (f"{case.get('classname')}::{case.get('name')}", p.get("name")): p.get("value")
         for case in root.iter("testcase") for p in case.iter("property")
     }
-    assert float(props[("quant_rubric[Q4_K_M]", "quantgate.disk_mb")]) == pytest.approx(105.5, abs=0.1)
-    assert float(props[("quant_rubric[Q4_K_M]", "quantgate.memory_mb")]) > 50
-    assert float(props[("test_words::quant_rubric[Q4_K_M]", "quantgate.tokens_per_second")]) > 1
+    small = "test_two.TestSmall::quant_rubric[Q4_K_M]"
+    words = "test_two.test_words::quant_rubric[Q4_K_M]"
+    assert float(props[(small, "quantgate.disk_mb")]) == pytest.approx(105.5, abs=0.1), props.keys()
+    assert float(props[(small, "quantgate.memory_mb")]) > 50
+    assert float(props[(words, "quantgate.tokens_per_second")]) > 1
     md = step.read_text()
     assert "| **Q4_K_M** | 105.5 |" in md
     assert "**smallest passing variant: Q4_K_M (105.5 MB)**" in md
