@@ -166,6 +166,7 @@ class QuantSession:
         # order, each block in collection order. One block = one load = one resident model.
         items.sort(key=lambda it: order.get(self.variant_of(it) or "", -1))
         out: list[pytest.Item] = []
+        grouped_items: list[tuple[pytest.Item, str]] = []
         last_index: dict[tuple[str, str], int] = {}
         parents: dict[tuple[str, str], pytest.Item] = {}
         for item in items:
@@ -173,7 +174,7 @@ class QuantSession:
             group = self._group_for(item) if variant is not None else None
             out.append(item)
             if variant is not None and group is not None:
-                self._item_group[item.nodeid] = group.key
+                grouped_items.append((item, group.key))
                 last_index[(group.key, variant)] = len(out) - 1
                 parents[(group.key, variant)] = item
         inserts = sorted(last_index.items(), key=lambda kv: kv[1], reverse=True)
@@ -188,10 +189,13 @@ class QuantSession:
                 variant = self.variant_of(item)
                 if variant is not None:
                     item.add_marker(pytest.mark.xdist_group(name=variant))
-                    if getattr(config.option, "loadgroup", False) and "@" not in item.nodeid:
+                    grouped = getattr(config, "workerinput", {}).get("quantgate_loadgroup")
+                    if grouped and "@" not in item.nodeid:
                         # xdist turns marks into "@group" node id suffixes in a hook that ran
                         # before this trylast one (which must follow -k); apply the same rule.
-                        item._nodeid = f"{item.nodeid}@{variant}"
+                        _set_nodeid(item, f"{item.nodeid}@{variant}")
+        for item, key in grouped_items:  # keyed by final node ids
+            self._item_group[item.nodeid] = key
 
     def _check_baseline_comparable(self, pairs: list[tuple[str, str]]) -> None:
         if self.baseline is None or not pairs:
@@ -216,6 +220,12 @@ class QuantSession:
         return RubricItem.from_parent(parent, name=name, group=group, variant=variant)
 
     # -- running ---------------------------------------------------------------------------
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist controller: tell workers that we switched scheduling to loadgroup."""
+        if self.config.getoption("dist", "no") == "loadgroup":
+            node.workerinput["quantgate_loadgroup"] = True
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self.pool.current_test = item.nodeid
@@ -450,6 +460,18 @@ class QuantSession:
 
 
 SESSION_KEY = pytest.StashKey[QuantSession]()
+
+
+def _set_nodeid(item: pytest.Item, nodeid: str) -> None:
+    """Rename a collected item, as xdist's loadgroup does (pytest 9 keeps ids as ``NodeId``)."""
+    if hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId
+
+        path, _, rest = nodeid.partition("::")
+        # The whole tail as names, no params: str() gives back exactly `nodeid`.
+        item._id = NodeId(path=path, names=tuple(rest.split("::")), params=None)
+    else:  # pytest < 9
+        item._nodeid = nodeid
 
 
 def _import_llama_cpp() -> None:
