@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
 
 from .variants import Variant
 
@@ -27,6 +28,7 @@ class Completion:
     eval_tokens: int
     eval_ms: float
     finish_reason: str | None = None
+    tokens: tuple[int, ...] = ()  # every token the call evaluated (prompt + reply), if known
 
 
 @runtime_checkable
@@ -87,6 +89,7 @@ class LlamaCppModel:
             eval_tokens=int(perf.n_eval),
             eval_ms=float(perf.t_eval_ms),
             finish_reason=out["choices"][0].get("finish_reason"),
+            tokens=tuple(int(t) for t in self._llm.input_ids[: self._llm.n_tokens]),
         )
 
     def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,

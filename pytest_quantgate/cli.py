@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from .gguf_info import GGUFError, read_info
 from .ladder import DEFAULT_TYPES, LadderError, build_ladder, resolve_source

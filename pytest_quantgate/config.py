@@ -11,7 +11,8 @@ import glob as globmod
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import yaml
 
@@ -20,7 +21,10 @@ from .rubric import Rubric, RubricError, parse_rubric
 DEFAULT_CONFIG_NAME = "quantgate.yaml"
 TOP_LEVEL_KEYS = (
     "model", "variants", "variants_glob", "reference", "llama", "rubric", "generation", "baseline",
-    "isolation",
+    "isolation", "fidelity",
+)
+FIDELITY_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
+    {"corpus": str, "n_ctx": int, "top_k": int}
 )
 ISOLATIONS = ("none", "process")
 DEFAULT_BASELINE_NAME = "quantgate-baseline.json"
@@ -83,6 +87,9 @@ class Settings:
     discovered: bool = False  # names came from GGUF metadata (variants_glob)
     baseline_path: Path | None = None
     isolation: str = "none"  # "process": each variant in its own worker process
+    fidelity_corpus: Path | None = None  # score fidelity on this text instead of the group's
+    fidelity_n_ctx: int = 512
+    fidelity_top_k: int = 128
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -166,6 +173,15 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
     baseline = raw.get("baseline", DEFAULT_BASELINE_NAME)
     if not isinstance(baseline, str) or not baseline:
         raise ConfigError(f"{where}: baseline: expected a file path, got {_kind(baseline)}")
+    fid = _typed_section(raw, "fidelity", FIDELITY_KEYS, where)
+    corpus = None
+    if "corpus" in fid:
+        corpus = (base / fid["corpus"]).resolve()
+        if not corpus.is_file():
+            raise ConfigError(f"{where}: fidelity.corpus: {fid['corpus']}: no such file")
+    for key in ("n_ctx", "top_k"):
+        if key in fid and fid[key] < 2:
+            raise ConfigError(f"{where}: fidelity.{key}: must be at least 2, got {fid[key]}")
     isolation = raw.get("isolation", "none")
     if isolation not in ISOLATIONS:
         raise ConfigError(f"{where}: isolation: expected one of {', '.join(ISOLATIONS)}, got {_kind(isolation)}")
@@ -181,6 +197,9 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
         discovered="variants_glob" in raw and "variants" not in raw,
         baseline_path=(base / baseline).resolve(),
         isolation=isolation,
+        fidelity_corpus=corpus,
+        fidelity_n_ctx=int(fid.get("n_ctx", 512)),
+        fidelity_top_k=int(fid.get("top_k", 128)),
     )
 
 

@@ -132,7 +132,7 @@ def _reader(path: Path) -> Any:
     import numpy as np
     from gguf import GGUFReader
 
-    class PlainArrayReader(GGUFReader):  # type: ignore[misc]
+    class PlainArrayReader(GGUFReader):
         """GGUFReader over a plain ndarray view of its memmap.
 
         Slicing a ``np.memmap`` runs ``memmap.__array_finalize__`` for each of the ~250k

@@ -6,7 +6,8 @@ timings for the test that made it, then returns plain text.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
@@ -32,6 +33,8 @@ class QuantModel:
             self._params.setdefault("seed", seed)
         self._record = record
         self.last: Completion | None = None  # the most recent call, for tests that want figures
+        self.last_scores: list[float] = []
+        self.last_perplexity: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
@@ -73,6 +76,38 @@ class QuantModel:
         else:
             return self._done(c)
         pytest.fail(crash, pytrace=False)
+
+    # -- scoring: log-likelihood, multiple choice, perplexity (in-process placement) ----------
+    def _scorer(self) -> Any:
+        from .fidelity import Scorer
+
+        if self.llm is None:
+            pytest.fail(f"{self.variant.name}: scoring needs the model in the test process; "
+                        "set isolation: none", pytrace=False)
+        return Scorer(self.llm)
+
+    def logprob(self, prompt: str, continuation: str) -> float:
+        """Sum of log p(continuation | prompt), teacher-forced; no text is generated."""
+        return float(self._scorer().logprob(prompt, continuation)[0])
+
+    def choose(self, prompt: str, options: Sequence[str], *, normalize: bool = False) -> int:
+        """Index of the most likely option (lm-evaluation-harness style multiple choice).
+
+        The prompt is evaluated once and its KV cache reused for every option; with
+        ``normalize`` scores are divided by each option's length in bytes (``acc_norm``).
+        ``.last_scores`` keeps every option's score.
+        """
+        best, self.last_scores = self._scorer().choose(prompt, options, normalize=normalize)
+        return int(best)
+
+    def perplexity(self, text: str, *, n_ctx: int | None = None) -> float:
+        """Perplexity of ``text`` with llama-perplexity's rules: chunks of ``n_ctx`` tokens
+        (default: the model's), only the second half of each chunk scored."""
+        from .fidelity import perplexity
+
+        result = perplexity(self._scorer(), text, n_ctx)
+        self.last_perplexity = result
+        return float(result["perplexity"])
 
     def _done(self, c: Completion) -> str:
         self.last = c

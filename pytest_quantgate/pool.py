@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import time
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import psutil
 
@@ -14,6 +16,20 @@ from .model import QuantModel
 from .variants import Variant
 
 LoadFn = Callable[[Variant], LoadedModel]
+
+
+def _settle_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS before a baseline is taken.
+
+    glibc keeps freed chunks below its (growing) mmap threshold in the heap, so after large
+    numpy or llama.cpp buffers are freed the RSS stays high and the next variant would look
+    smaller than it is. ``malloc_trim(0)`` returns those pages; elsewhere it is a no-op.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class LoadError(Exception):
@@ -33,6 +49,7 @@ class ModelPool:
         self.stats: dict[str, VariantStats] = {}
         self.current_test: str | None = None  # nodeid the calls are attributed to
         self.test_totals: dict[str, CallTotals] = {}
+        self.test_tokens: dict[str, list[tuple[int, ...]]] = {}  # nodeid -> each call's tokens
 
     @property
     def resident(self) -> str | None:
@@ -53,7 +70,7 @@ class ModelPool:
             prepare, self._prepare = self._prepare, None
             prepare()
         stats = self.stats.setdefault(variant.name, VariantStats(variant.name))
-        gc.collect()  # so the baseline does not include garbage from the previous variant
+        _settle_memory()  # so the baseline does not include what the previous variant freed
         stats.rss_before = self._proc.memory_info().rss
         t0 = time.perf_counter()
         try:
@@ -77,16 +94,18 @@ class ModelPool:
     def _record(self, name: str, c: Completion) -> None:
         stats = self.stats[name]
         stats.totals.add(c)
-        loaded = self._resident._loaded if self._resident is not None else None
+        loaded: Any = self._resident._loaded if self._resident is not None else None
         rss = int(loaded.memory_bytes) if hasattr(loaded, "memory_bytes") else self._proc.memory_info().rss
         if stats.rss_peak is None or rss > stats.rss_peak:
             stats.rss_peak = rss
         if self.current_test is not None:
             self.test_totals.setdefault(self.current_test, CallTotals()).add(c)
+            if c.tokens:
+                self.test_tokens.setdefault(self.current_test, []).append(c.tokens)
 
     def release(self) -> None:
         """Close the resident model (``Llama.close()``) so the next variant loads alone."""
         if self._resident is not None:
             model, self._resident = self._resident, None
             model._loaded.close()
-            gc.collect()
+            _settle_memory()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 if TYPE_CHECKING:
     from .baseline import GroupComparison
@@ -19,8 +20,12 @@ RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
     "load_seconds": ("max", "time to load the variant"),
     "max_accuracy_drop": ("max", "allowed accuracy fall against the baseline, 0..1 (default 0)"),
     "max_drop_vs_reference": ("max", "allowed accuracy gap below the reference variant, 0..1"),
+    "max_kld": ("max", "mean KL divergence of next-token distributions from the reference's"),
+    "min_top1_agreement": ("min", "share of positions where variant and reference agree on the top token"),
+    "max_perplexity_ratio": ("max", "perplexity relative to the reference's on the same tokens"),
 }
-FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference")
+FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference", "min_top1_agreement")
+FIDELITY_KEYS = ("max_kld", "min_top1_agreement", "max_perplexity_ratio")
 
 MB = 1_000_000  # decimal megabytes, like file managers and the rubric's disk_mb
 
@@ -39,6 +44,9 @@ class Rubric:
     load_seconds: float | None = None
     max_accuracy_drop: float | None = None
     max_drop_vs_reference: float | None = None
+    max_kld: float | None = None
+    min_top1_agreement: float | None = None
+    max_perplexity_ratio: float | None = None
 
     def merged(self, override: Rubric) -> Rubric:
         """``override``'s set keys win: marker values override the yaml defaults."""
@@ -49,6 +57,10 @@ class Rubric:
 
     def thresholds(self) -> dict[str, float]:
         return {k: v for k, v in self.to_dict().items() if v is not None}
+
+    @property
+    def needs_fidelity(self) -> bool:
+        return any(getattr(self, k) is not None for k in FIDELITY_KEYS)
 
     @property
     def counts_misses(self) -> bool:
@@ -91,6 +103,8 @@ class GroupFigures:
     reference: PairedComparison | None = None  # against the reference variant, same cases
     reference_name: str | None = None
     reference_missing: str | None = None  # why no reference comparison was possible
+    fidelity: dict[str, Any] | None = None  # Fidelity.summary() against the reference
+    fidelity_missing: str | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -144,7 +158,26 @@ def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
                 f"{rubric.max_drop_vs_reference:.2f} allowed (lost {ref.lost}, gained {ref.gained} "
                 f"of {ref.cases}; exact McNemar p={ref.p_value:.3g})"
             )
+    _check_fidelity(reasons, rubric, fig)
     return reasons
+
+
+def _check_fidelity(reasons: list[str], rubric: Rubric, fig: GroupFigures) -> None:
+    if not rubric.needs_fidelity:
+        return
+    f = fig.fidelity
+    if f is not None and f.get("reference") is True:
+        return  # the reference itself: it is what the others are measured against
+    if f is None or not f.get("positions"):
+        reasons.append(f"fidelity: {fig.fidelity_missing or 'no tokens to score'}")
+        return
+    if rubric.max_kld is not None and f["mean_kld"] > rubric.max_kld:
+        reasons.append(f"mean KLD {f['mean_kld']:.4f} > {rubric.max_kld:g} (p99 {f['p99_kld']:.3f}, "
+                       f"{f['positions']} positions)")
+    if rubric.min_top1_agreement is not None and f["top1_agreement"] < rubric.min_top1_agreement:
+        reasons.append(f"top-1 agreement {f['top1_agreement']:.3f} < {rubric.min_top1_agreement:g}")
+    if rubric.max_perplexity_ratio is not None and f["perplexity_ratio"] > rubric.max_perplexity_ratio:
+        reasons.append(f"perplexity ratio {f['perplexity_ratio']:.3f} > {rubric.max_perplexity_ratio:g}")
 
 
 def _case_name(key: str) -> str:

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
+from collections.abc import Generator
 
 import psutil
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from .baseline import build_baseline, case_key, compare_group, fingerprint_changes, write_baseline
 from .config import Settings
 from .stats import paired, wilson
-from .pool import ModelPool
+from .pool import LoadError, ModelPool
 from .rubric import MB, GroupFigures, Rubric, RubricError, evaluate, parse_rubric
 from .summary import CaseRecord, Summary, build_summary, render_lines, render_markdown
 from .variants import BrokenVariant, Variant, estimate_memory_bytes
@@ -92,6 +94,7 @@ class QuantSession:
         self.verdicts: dict[tuple[str, str], dict[str, Any]] = {}
         self.variant_snapshots: dict[str, dict[str, Any]] = {}
         self.other_failures = 0  # failures in tests that are not about a variant
+        self.ref_dists: dict[str, tuple[list[Any], list[Any]]] = {}  # group/corpus -> reference top-k
         self.summary: Summary | None = None
         self.baseline_note: str | None = None
 
@@ -145,7 +148,7 @@ class QuantSession:
         if key in self.groups:
             return self.groups[key]
         rubric = self.settings.rubric_defaults
-        for n, mark in reversed(marks):  # farthest first, so closer markers override
+        for _node, mark in reversed(marks):  # farthest first, so closer markers override
             if mark.args:
                 raise pytest.UsageError(
                     f"{item.nodeid}: {MARKER}: takes keyword arguments only, got {mark.args!r}"
@@ -211,9 +214,10 @@ class QuantSession:
         marks = list(case.iter_markers_with_node(MARKER))
         node = marks[0][0]
         if node is case:  # function-level group: sit beside the function, named after it
-            parent = case.parent
+            parent: pytest.Collector | None = case.parent
             name = f"{getattr(case, 'originalname', case.name)}::{MARKER}[{variant}]"
         else:
+            assert isinstance(node, pytest.Collector)
             parent = node
             name = f"{MARKER}[{variant}]"
         assert parent is not None
@@ -262,7 +266,7 @@ class QuantSession:
             rep.wasxfail = MISS_PREFIX + _one_line(first)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = dict(report.user_properties)
+        props: dict[str, Any] = dict(report.user_properties)  # our values are plain dicts
         case = props.get(CASE_PROP)
         if VARIANT_PROP in props:
             snap = props[VARIANT_PROP]
@@ -334,6 +338,7 @@ class QuantSession:
             "vs_reference": (
                 {"reference": fig.reference_name, **fig.reference.to_dict()} if fig.reference else None
             ),
+            "fidelity": fig.fidelity,
             "reasons": reasons,
         }
 
@@ -372,8 +377,109 @@ class QuantSession:
                                      {k: o == "passed" for k, o in now.items()},
                                      gated_drop=group.rubric.max_drop_vs_reference)
                     ref_name = f"{ref_name}" + ("" if source == "this run" else " (from the baseline)")
+        fidelity, fid_missing = None, None
+        if group.rubric.needs_fidelity or self.settings.fidelity_corpus is not None:
+            fidelity, fid_missing = self._fidelity(group, variant, mine)
         return replace(fig, baseline=base_cmp, reference=ref_cmp, reference_name=ref_name,
-                       reference_missing=missing)
+                       reference_missing=missing, fidelity=fidelity, fidelity_missing=fid_missing)
+
+    # -- fidelity to the reference -------------------------------------------------------------
+    def _fidelity(self, group: Group, variant: str,
+                  mine: list[CaseRecord]) -> tuple[dict[str, Any] | None, str | None]:
+        """KLD, top-1 agreement and perplexity ratio of ``variant`` against the reference,
+        on the tokens the reference's own calls in this group produced (or on the corpus)."""
+        from .fidelity import Fidelity, Scorer, TopK, perplexity_chunks, score_sequences
+
+        ref_name = self.settings.reference
+        if ref_name is None:
+            return None, "no reference: set reference: in quantgate.yaml"
+        v = self.variants[variant]
+        if not isinstance(v, Variant):
+            return None, f"{variant} did not load"
+        try:
+            model = self.pool.get(v)
+        except LoadError as exc:
+            return None, str(exc)
+        if model.llm is None:
+            return None, "fidelity needs the model in the test process (isolation: none)"
+        scorer = Scorer(model.llm)
+        key = "corpus" if self.settings.fidelity_corpus is not None else group.key
+        if variant == ref_name:
+            if key in self.ref_dists:
+                return {"positions": 0, "reference": True}, None
+            if self.settings.fidelity_corpus is not None:
+                text = self.settings.fidelity_corpus.read_text(encoding="utf-8")
+                try:
+                    seqs = scorer.chunks(text, self.settings.fidelity_n_ctx)
+                except ValueError as exc:
+                    return None, f"fidelity.corpus: {exc}"
+                scored = perplexity_chunks(scorer, seqs)
+            else:
+                seqs = [list(t) for c in mine for t in self.pool.test_tokens.get(c.nodeid, [])]
+                scored = score_sequences(scorer, seqs)
+            tops = [TopK.from_logprobs(lp, nxt, self.settings.fidelity_top_k) for lp, nxt in scored]
+            self.ref_dists[key] = (seqs, tops)
+            self._save_ref(key, seqs, tops)
+            return {"positions": 0, "reference": True}, None
+        ref = self.ref_dists.get(key) or self._load_ref(key)
+        if ref is None:
+            return None, (f"reference {ref_name} did not run in this session and no cached "
+                          f"distributions exist for {key}; run once with {ref_name} selected")
+        seqs, tops = ref
+        fid = Fidelity()
+        scored = (perplexity_chunks(scorer, seqs) if key == "corpus" else score_sequences(scorer, seqs))
+        for (lp, nxt), top in zip(scored, tops, strict=True):
+            fid.add(top, lp, nxt)
+        out: dict[str, Any] = dict(fid.summary())
+        out["reference"] = ref_name
+        out["mean_nll"] = float(fid.nll.mean()) if len(fid.nll) else None
+        out["ref_mean_nll"] = float(fid.ref_nll.mean()) if len(fid.ref_nll) else None
+        return out, None
+
+    def _ref_cache_file(self, key: str) -> Path | None:
+        ref = self.variants.get(self.settings.reference or "")
+        cache = getattr(self.config, "cache", None)
+        if not isinstance(ref, Variant) or cache is None:
+            return None
+        import hashlib
+
+        ident = json.dumps([ref.sha256, key, dict(self.settings.llama), self.settings.fidelity_top_k,
+                            self.settings.fidelity_n_ctx, str(self.settings.fidelity_corpus)], sort_keys=True)
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
+        return Path(cache.mkdir("quantgate-fidelity")) / f"{digest}.npz"
+
+    def _save_ref(self, key: str, seqs: list[Any], tops: list[Any]) -> None:
+        path = self._ref_cache_file(key)
+        if path is None or not tops:
+            return
+        import numpy as np
+
+        arrays: dict[str, Any] = {"lengths": np.array([len(s) for s in seqs]),
+                                  "tokens": np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]),
+                                  "rows": np.array([len(t.ids) for t in tops])}
+        merged = tops[0]
+        for t in tops[1:]:
+            merged = merged.concat(t)
+        arrays.update(merged.to_arrays())
+        np.savez_compressed(path, **arrays)
+
+    def _load_ref(self, key: str) -> tuple[list[Any], list[Any]] | None:
+        path = self._ref_cache_file(key)
+        if path is None or not path.is_file():
+            return None
+        import numpy as np
+
+        from .fidelity import TopK
+
+        data = np.load(path)
+        seqs, tops, at, row = [], [], 0, 0
+        for n, r in zip(data["lengths"], data["rows"], strict=True):
+            seqs.append([int(x) for x in data["tokens"][at:at + n]])
+            sl = slice(row, row + r)
+            tops.append(TopK(data["ids"][sl], data["logp"][sl], data["log_tail"][sl], data["next_logp"][sl]))
+            at, row = at + n, row + r
+        self.ref_dists[key] = (seqs, tops)
+        return seqs, tops
 
     def _group_totals(self, group_key: str, variant: str) -> dict[str, Any]:
         keys = ("gen_tokens", "gen_seconds", "prompt_eval_tokens", "prompt_eval_ms")
@@ -471,7 +577,7 @@ def _set_nodeid(item: pytest.Item, nodeid: str) -> None:
         # The whole tail as names, no params: str() gives back exactly `nodeid`.
         item._id = NodeId(path=path, names=tuple(rest.split("::")), params=None)
     else:  # pytest < 9
-        item._nodeid = nodeid
+        item._nodeid = nodeid  # type: ignore[attr-defined]
 
 
 def _import_llama_cpp() -> None:

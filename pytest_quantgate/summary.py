@@ -42,6 +42,7 @@ class GroupResult:
     accuracy_ci: list[float] | None = None  # 95% Wilson interval
     baseline: dict[str, Any] | None = None  # GroupComparison.to_dict()
     vs_reference: dict[str, Any] | None = None  # PairedComparison.to_dict() + reference name
+    fidelity: dict[str, Any] | None = None  # mean/p99 KLD, top-1 agreement, perplexity ratio
 
 
 @dataclass
@@ -61,6 +62,7 @@ class VariantRow:
     failed_tests: list[str]  # ordinary failures and errors (misses excluded)
     passed: bool
     reasons: list[str]
+    fidelity: dict[str, Any] | None = None  # over all groups, weighted by positions
 
     @property
     def size_mb(self) -> float:
@@ -142,6 +144,7 @@ def build_summary(
                 accuracy_ci=v.get("accuracy_ci"),
                 baseline=v.get("baseline"),
                 vs_reference=v.get("vs_reference"),
+                fidelity=v.get("fidelity"),
             )
         reasons: list[str] = []
         for g, gr in group_results.items():
@@ -166,6 +169,7 @@ def build_summary(
                 failed_tests=failed,
                 passed=not reasons,
                 reasons=reasons,
+                fidelity=_pool_fidelity([g.fidelity for g in group_results.values()]),
             )
         )
     rows.sort(key=lambda r: (r.size_bytes, r.name))
@@ -187,6 +191,28 @@ def build_summary(
         incomplete=incomplete,
         environment=environment or {},
     )
+
+
+def _pool_fidelity(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """A variant's fidelity over all its groups: position-weighted means; p99 is the worst group's."""
+    import math
+
+    parts = [f for f in items if f and f.get("positions") and f.get("mean_nll") is not None]
+    if not parts:
+        return None
+    n = sum(f["positions"] for f in parts)
+
+    def w(key: str) -> float:
+        return float(sum(f[key] * f["positions"] for f in parts) / n)
+
+    return {
+        "positions": n,
+        "reference": parts[0].get("reference"),
+        "mean_kld": w("mean_kld"),
+        "p99_kld": max(f["p99_kld"] for f in parts),
+        "top1_agreement": w("top1_agreement"),
+        "perplexity_ratio": math.exp(w("mean_nll") - w("ref_mean_nll")),
+    }
 
 
 def _short(group: str) -> str:
@@ -222,7 +248,7 @@ def render_lines(summary: Summary) -> list[str]:
         cells.append("pass" if r.passed else f"FAIL: {r.reasons[0]}")
         table.append(cells)
     widths = _widths(table)
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines += _comparison_lines(summary)
     if summary.incomplete:
         lines.append("run incomplete: figures cover only the tests that finished")
@@ -254,6 +280,11 @@ def _comparison_lines(summary: Summary) -> list[str]:
                 p = mcnemar_exact(len(b["regressions"]), len(b["fixes"]))
                 noise = f"; McNemar p={p:.3g}" + (", within noise" if b["regressions"] and p >= 0.05 else "")
                 out.append(f"{r.name} {_short(g)} vs baseline: " + "; ".join(parts) + noise)
+            f = gr.fidelity
+            if f and f.get("positions"):
+                out.append(f"{r.name} {_short(g)} fidelity vs {f['reference']}: mean KLD {f['mean_kld']:.4f}, "
+                           f"p99 {f['p99_kld']:.3f}, top-1 {f['top1_agreement'] * 100:.1f}%, "
+                           f"PPL ratio {f['perplexity_ratio']:.3f} ({f['positions']} positions)")
             ref = gr.vs_reference
             if ref:
                 note = ""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
+from collections.abc import Mapping
 
 from .config import VariantSpec
 from .gguf_info import GGUFError, GGUFInfo, read_info, sha256_file

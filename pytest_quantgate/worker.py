@@ -11,7 +11,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 from dataclasses import asdict
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 from .backend import Completion, Message
 from .variants import Variant
@@ -108,7 +109,9 @@ class WorkerModel:
             raise ModelCrashed(self._death()) from None
         payload = self._receive()
         self.memory_bytes = int(payload["memory_bytes"])
-        return Completion(**payload["completion"])
+        data = dict(payload["completion"])
+        data["tokens"] = tuple(data.get("tokens", ()))
+        return Completion(**data)
 
     def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,
                  params: Mapping[str, Any]) -> Completion:

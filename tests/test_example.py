@@ -80,7 +80,7 @@ def test_same_summary_under_xdist(project: Project) -> None:
     args = ("-p", "no:randomly", "test_facts.py")
     serial, serial_report = project.run_report(*args)
     parallel, parallel_report = project.run_report("-n", "2", *args)
-    for a, b in zip(serial_report["variants"], parallel_report["variants"]):
+    for a, b in zip(serial_report["variants"], parallel_report["variants"], strict=True):
         assert a["name"] == b["name"] and a["passed"] == b["passed"] and a["loads"] == b["loads"] == 1
         ga, gb = a["groups"]["test_facts.py"], b["groups"]["test_facts.py"]
         assert ga["accuracy"] == gb["accuracy"] and ga["passed"] == gb["passed"]

@@ -1,0 +1,210 @@
+"""Teacher-forced scoring on a resident ``llama_cpp.Llama``: log-likelihoods, multiple choice,
+llama-perplexity-compatible perplexity, and KL divergence against a reference variant.
+
+llama-cpp-python only keeps every position's logits when a model is loaded with
+``logits_all=True`` (n_ctx x n_vocab floats, 200 MB for SmolLM2 at n_ctx 1024). We instead
+decode our own batches with logits requested for the positions we score, through the
+``Llama._ctx``/``Llama._batch`` objects that ``Llama.eval`` itself uses, and read them with
+``llama_get_logits``. The KV cache is cleared before and ``n_tokens`` reset after, so the
+next ``chat``/``generate`` call starts clean.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+from collections.abc import Sequence
+
+import numpy as np
+
+DEFAULT_TOP_K = 128
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64, copy=False)
+    m = x.max(axis=-1, keepdims=True)
+    out: np.ndarray = x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+    return out
+
+
+class Scorer:
+    """Scores token sequences on one loaded model."""
+
+    def __init__(self, llm: Any) -> None:
+        if llm is None:
+            raise RuntimeError("scoring needs the model in the test process (isolation: none)")
+        self.llm = llm
+        self.n_vocab = int(llm.n_vocab())
+        self.n_batch = int(llm.n_batch)
+        self.n_ctx = int(llm.n_ctx())
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        # add_bos follows the model's own rule (SmolLM2 adds none), like common_tokenize(.., true)
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False))
+
+    def logits(self, tokens: Sequence[int], *, n_past: int = 0, first_output: int = 0) -> np.ndarray:
+        """Logits for positions ``first_output..len(tokens)-1`` of ``tokens`` placed at
+        ``n_past``; positions before ``n_past`` stay in the KV cache (a shared prompt)."""
+        import llama_cpp
+
+        if n_past + len(tokens) > self.n_ctx:
+            raise ValueError(f"{n_past + len(tokens)} tokens do not fit n_ctx {self.n_ctx}")
+        ctx, batch = self.llm._ctx, self.llm._batch
+        ctx.kv_cache_seq_rm(-1, n_past, -1)
+        rows: list[np.ndarray] = []
+        try:
+            for start in range(0, len(tokens), self.n_batch):
+                chunk = list(tokens[start:start + self.n_batch])
+                batch.set_batch(chunk, n_past=n_past + start, logits_all=True)
+                for i in range(len(chunk)):  # only the rows we need leave the graph
+                    batch.batch.logits[i] = start + i >= first_output
+                batch.batch.logits[len(chunk) - 1] = True
+                ctx.decode(batch)
+                n_out = sum(1 for i in range(len(chunk)) if start + i >= first_output)
+                if n_out:
+                    first_row = len(chunk) - n_out
+                    ptr = llama_cpp.llama_get_logits_ith(ctx.ctx, first_row)
+                    rows.append(np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy())
+        finally:
+            self.llm.n_tokens = 0  # our decode bypassed Llama's bookkeeping: start clean next time
+        return np.concatenate(rows) if rows else np.zeros((0, self.n_vocab), dtype=np.float32)
+
+    # -- log-likelihood and multiple choice -------------------------------------------------
+    def logprob(self, prompt: str, continuation: str) -> tuple[float, int]:
+        """(sum of log p(continuation tokens | prompt), number of tokens)."""
+        ctx_toks = self.tokenize(prompt)
+        cont = self.tokenize(continuation, add_bos=False)
+        lp = log_softmax(self.logits(ctx_toks + cont, first_output=len(ctx_toks) - 1))
+        return float(sum(lp[i, t] for i, t in enumerate(cont))), len(cont)
+
+    def choose(self, prompt: str, options: Sequence[str], *, normalize: bool = False) -> tuple[int, list[float]]:
+        """Index of the option with the highest log-likelihood, and every option's score.
+
+        The prompt is decoded once; each option reuses its KV cache from the prompt's end.
+        ``normalize`` divides by the option's length in bytes, as lm-evaluation-harness's
+        ``acc_norm`` does, so long options are not penalized for their length.
+        """
+        ctx_toks = self.tokenize(prompt)
+        last = log_softmax(self.logits(ctx_toks, first_output=len(ctx_toks) - 1))[-1]
+        scores = []
+        for opt in options:
+            cont = self.tokenize(opt, add_bos=False)
+            total = float(last[cont[0]])
+            if len(cont) > 1:
+                lp = log_softmax(self.logits(cont[:-1], n_past=len(ctx_toks)))
+                total += float(sum(lp[i, t] for i, t in enumerate(cont[1:])))
+            scores.append(total / max(1, len(opt.encode("utf-8"))) if normalize else total)
+        return int(np.argmax(scores)), scores
+
+    # -- perplexity, llama-perplexity's rules --------------------------------------------------
+    def chunks(self, text: str, n_ctx: int) -> list[list[int]]:
+        tokens = self.tokenize(text)
+        if len(tokens) < 2 * n_ctx:
+            raise ValueError(f"need at least {2 * n_ctx} tokens for a context of {n_ctx}, "
+                             f"the text has {len(tokens)}")
+        add_bos = bool(self.llm._model.add_bos_token()) if hasattr(self.llm, "_model") else False
+        out = []
+        for i in range(len(tokens) // n_ctx):
+            chunk = tokens[i * n_ctx:(i + 1) * n_ctx]
+            if add_bos:
+                chunk[0] = int(self.llm.token_bos())
+            out.append(chunk)
+        return out
+
+
+@dataclass
+class TopK:
+    """What is kept of the reference's distributions: the top-k log-probs per position, the
+    log of the remaining mass, and the log-prob of the token that actually came next."""
+
+    ids: np.ndarray  # (n, k) int32
+    logp: np.ndarray  # (n, k) float32
+    log_tail: np.ndarray  # (n,) float64: log(1 - sum exp(logp))
+    next_logp: np.ndarray  # (n,) float64
+
+    @classmethod
+    def from_logprobs(cls, lp: np.ndarray, next_tokens: Sequence[int], k: int) -> TopK:
+        k = min(k, lp.shape[1])
+        ids = np.argpartition(-lp, k - 1, axis=1)[:, :k]
+        vals = np.take_along_axis(lp, ids, axis=1)
+        order = np.argsort(-vals, axis=1)  # keep top-1 first
+        ids = np.take_along_axis(ids, order, axis=1).astype(np.int32)
+        vals = np.take_along_axis(vals, order, axis=1)
+        tail = np.log1p(-np.minimum(np.exp(vals).sum(axis=1), 1 - 1e-12))
+        nxt = lp[np.arange(len(next_tokens)), np.asarray(next_tokens)]
+        return cls(ids, vals.astype(np.float32), tail, nxt)
+
+    def concat(self, other: TopK) -> TopK:
+        return TopK(np.concatenate([self.ids, other.ids]), np.concatenate([self.logp, other.logp]),
+                    np.concatenate([self.log_tail, other.log_tail]),
+                    np.concatenate([self.next_logp, other.next_logp]))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"ids": self.ids, "logp": self.logp, "log_tail": self.log_tail, "next_logp": self.next_logp}
+
+
+@dataclass
+class Fidelity:
+    """Per-position comparison of a variant to the reference on the same tokens."""
+
+    kld: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    top1_same: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    nll: np.ndarray = field(default_factory=lambda: np.zeros(0))  # variant, on the actual next token
+    ref_nll: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def add(self, ref: TopK, lp: np.ndarray, next_tokens: Sequence[int]) -> None:
+        q = np.take_along_axis(lp, ref.ids.astype(np.int64), axis=1)
+        p = ref.logp.astype(np.float64)
+        head = (np.exp(p) * (p - q)).sum(axis=1)
+        q_tail = np.log1p(-np.minimum(np.exp(q).sum(axis=1), 1 - 1e-12))
+        tail = np.exp(ref.log_tail) * (ref.log_tail - q_tail)
+        self.kld = np.concatenate([self.kld, np.maximum(head + tail, 0.0)])
+        self.top1_same = np.concatenate([self.top1_same, lp.argmax(axis=1) == ref.ids[:, 0]])
+        self.nll = np.concatenate([self.nll, -lp[np.arange(len(next_tokens)), np.asarray(next_tokens)]])
+        self.ref_nll = np.concatenate([self.ref_nll, -ref.next_logp])
+
+    def summary(self) -> dict[str, float | int]:
+        n = len(self.kld)
+        if not n:
+            return {"positions": 0}
+        ppl, ref_ppl = math.exp(float(self.nll.mean())), math.exp(float(self.ref_nll.mean()))
+        return {
+            "positions": n,
+            "mean_kld": float(self.kld.mean()),
+            "p99_kld": float(np.percentile(self.kld, 99)),
+            "top1_agreement": float(self.top1_same.mean()),
+            "perplexity": ppl,
+            "reference_perplexity": ref_ppl,
+            "perplexity_ratio": ppl / ref_ppl,
+        }
+
+
+def score_sequences(scorer: Scorer, sequences: Sequence[Sequence[int]]) -> list[tuple[np.ndarray, list[int]]]:
+    """Teacher forcing: for each sequence, log-probs at positions 0..n-2 and the tokens that
+    came next (positions 1..n-1)."""
+    out = []
+    for seq in sequences:
+        if len(seq) < 2:
+            continue
+        lp = log_softmax(scorer.logits(list(seq)[:-1]))
+        out.append((lp, list(seq)[1:]))
+    return out
+
+
+def perplexity_chunks(scorer: Scorer, chunks: Sequence[Sequence[int]]) -> list[tuple[np.ndarray, list[int]]]:
+    """llama-perplexity's scoring: each chunk of n_ctx tokens is decoded whole and only its
+    second half is scored (positions first..n_ctx-2 predicting first+1..n_ctx-1)."""
+    out = []
+    for chunk in chunks:
+        n_ctx = len(chunk)
+        first = n_ctx // 2
+        lp = log_softmax(scorer.logits(list(chunk), first_output=first)[: n_ctx - 1 - first])
+        out.append((lp, list(chunk)[first + 1:]))
+    return out
+
+
+def perplexity(scorer: Scorer, text: str, n_ctx: int | None = None) -> dict[str, float | int]:
+    chunks = scorer.chunks(text, n_ctx or scorer.n_ctx)
+    nll = np.concatenate([-lp[np.arange(len(t)), np.asarray(t)] for lp, t in perplexity_chunks(scorer, chunks)])
+    return {"perplexity": math.exp(float(nll.mean())), "tokens_scored": int(len(nll)), "chunks": len(chunks)}
