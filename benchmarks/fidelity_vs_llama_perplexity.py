@@ -8,7 +8,7 @@ llama-cpp-python sdist vendors (see the README's Development section). Both tool
 text, context size and files; the script prints both figures side by side, their relative
 difference, the time each took, and whether both order the ladder the same way.
 
-The plugin keeps only the top-k (default 128) reference log-probs plus the tail mass per
+The plugin keeps only the top-k (default 1024) reference log-probs plus the tail mass per
 position; llama-perplexity keeps all of them (as 16-bit values). The tail-mass bucket makes our
 KLD a lower bound of the full one; the comparison shows by how much.
 """
@@ -35,7 +35,7 @@ def ours(path: Path, text: str, n_ctx: int, ref: list[TopK] | None) -> tuple[dic
     llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=THREADS, seed=0, verbose=False)
     scorer = Scorer(llm)
     scored = perplexity_chunks(scorer, scorer.chunks(text, n_ctx))
-    tops = [TopK.from_logprobs(lp, nxt, 128) for lp, nxt in scored]
+    tops = [TopK.from_logprobs(lp, nxt, 1024) for lp, nxt in scored]
     fid = Fidelity()
     for (lp, nxt), top in zip(scored, ref or tops, strict=True):
         fid.add(top, lp, nxt)

@@ -89,7 +89,7 @@ class Settings:
     isolation: str = "none"  # "process": each variant in its own worker process
     fidelity_corpus: Path | None = None  # score fidelity on this text instead of the group's
     fidelity_n_ctx: int = 512
-    fidelity_top_k: int = 128
+    fidelity_top_k: int = 1024
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -199,7 +199,7 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
         isolation=isolation,
         fidelity_corpus=corpus,
         fidelity_n_ctx=int(fid.get("n_ctx", 512)),
-        fidelity_top_k=int(fid.get("top_k", 128)),
+        fidelity_top_k=int(fid.get("top_k", 1024)),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-DEFAULT_TOP_K = 128
+DEFAULT_TOP_K = 1024  # keeps the top-k + tail KLD within ~2% of the full one on SmolLM2 (benchmarks)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -103,7 +103,9 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
     variants: dict[str, Variant | BrokenVariant] = {}
     for spec in settings.variants:
         # Preflight only what will run: a broken unselected file must not block a run.
-        variants[spec.name] = resolve(spec, cache) if spec.name in selected else BrokenVariant(
+        # The reference is preflighted too: its hash keys its cached distributions.
+        wanted = spec.name in selected or spec.name == settings.reference
+        variants[spec.name] = resolve(spec, cache) if wanted else BrokenVariant(
             spec.name, spec.path, "not selected")
     mismatch = check_same_model([v for v in variants.values() if isinstance(v, Variant)])
     if mismatch:
