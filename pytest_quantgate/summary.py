@@ -224,6 +224,23 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _row_cells(summary: Summary, r: VariantRow, marks: tuple[str, str], ok: str, bad: str) -> list[str]:
+    """One table row: figures, each group's accuracy [95% interval] and mark, the verdict."""
+    cells = [r.name, f"{r.size_mb:.1f}", _fmt(r.memory_mb, 1), _fmt(r.load_seconds, 2),
+             _fmt(r.tokens_per_second, 1)]
+    for g in summary.groups:
+        gr = r.groups.get(g)
+        if gr is None:
+            cells.append("-")
+            continue
+        acc = "n/a" if gr.accuracy is None else f"{gr.accuracy:.2f}"
+        if gr.accuracy_ci:
+            acc += f" [{gr.accuracy_ci[0]:.2f}-{gr.accuracy_ci[1]:.2f}]"
+        cells.append(f"{acc} {marks[0] if gr.passed else marks[1]}")
+    cells.append(ok if r.passed else bad + r.reasons[0])
+    return cells
+
+
 def render_lines(summary: Summary) -> list[str]:
     """The terminal summary as plain lines (no colour): a table, then the one-line answer."""
     if not summary.rows:
@@ -233,20 +250,7 @@ def render_lines(summary: Summary) -> list[str]:
     header += [_short(g) for g in summary.groups]
     header += ["verdict"]
     table: list[list[str]] = [header]
-    for r in summary.rows:
-        cells = [r.name, f"{r.size_mb:.1f}", _fmt(r.memory_mb, 1), _fmt(r.load_seconds, 2),
-                 _fmt(r.tokens_per_second, 1)]
-        for g in summary.groups:
-            gr = r.groups.get(g)
-            if gr is None:
-                cells.append("-")
-            else:
-                acc = "n/a" if gr.accuracy is None else f"{gr.accuracy:.2f}"
-                if gr.accuracy_ci:
-                    acc += f" [{gr.accuracy_ci[0]:.2f}-{gr.accuracy_ci[1]:.2f}]"
-                cells.append(f"{acc} {PASS_MARK if gr.passed else FAIL_MARK}")
-        cells.append("pass" if r.passed else f"FAIL: {r.reasons[0]}")
-        table.append(cells)
+    table += [_row_cells(summary, r, (PASS_MARK, FAIL_MARK), "pass", "FAIL: ") for r in summary.rows]
     widths = _widths(table)
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines += _comparison_lines(summary)
@@ -314,13 +318,8 @@ def render_markdown(summary: Summary) -> str:
     header += [f"`{_short(g)}`" for g in summary.groups] + ["verdict"]
     out = ["### quantgate", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in summary.rows:
-        cells = [f"**{r.name}**", f"{r.size_mb:.1f}", _fmt(r.memory_mb, 1), _fmt(r.load_seconds, 2),
-                 _fmt(r.tokens_per_second, 1)]
-        for g in summary.groups:
-            gr = r.groups.get(g)
-            cells.append("-" if gr is None else (
-                f"{_fmt(gr.accuracy, 2)} {'✅' if gr.passed else '❌'}"))
-        cells.append("✅ pass" if r.passed else f"❌ {r.reasons[0]}")
+        cells = _row_cells(summary, r, ("✅", "❌"), "✅ pass", "❌ ")
+        cells[0] = f"**{r.name}**"
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     out.append("")
     if summary.smallest_passing:
