@@ -34,7 +34,7 @@ def ours(path: Path, text: str, n_ctx: int, ref: list[TopK] | None) -> tuple[dic
     t0 = time.perf_counter()
     llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=THREADS, seed=0, verbose=False)
     scorer = Scorer(llm)
-    scored = perplexity_chunks(scorer, scorer.chunks(text, n_ctx))
+    scored = list(perplexity_chunks(scorer, scorer.chunks(text, n_ctx)))
     tops = [TopK.from_logprobs(lp, nxt, 1024) for lp, nxt in scored]
     fid = Fidelity()
     for (lp, nxt), top in zip(scored, ref or tops, strict=True):

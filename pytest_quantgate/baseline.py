@@ -23,8 +23,9 @@ def case_key(nodeid: str, variant: str) -> str:
 
     ``test_qa.py::test_fact[Q4_K_M-capital]`` -> ``test_qa.py::test_fact[capital]``.
     """
-    if "@" in nodeid:  # xdist loadgroup suffix
-        nodeid = nodeid.rsplit("@", 1)[0]
+    for suffix in (f"@{variant}", "@quantgate"):  # xdist loadgroup suffixes we add
+        if nodeid.endswith(suffix):
+            nodeid = nodeid[: -len(suffix)]
     if not nodeid.endswith("]") or "[" not in nodeid:
         return nodeid
     head, _, params = nodeid[:-1].partition("[")
@@ -84,6 +85,24 @@ def build_baseline(summary: Summary, cases: list[CaseRecord], settings_llama: di
     }
 
 
+def merge_baseline(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Update ``old`` with ``new``: a run on a subset (``--quant-variants``, ``-k``) replaces the
+    (variant, group) entries it measured and keeps the rest, so blessing Q4 does not erase F16."""
+    merged: dict[str, Any] = json.loads(json.dumps(old))
+    for name, data in new["variants"].items():
+        entry = merged["variants"].setdefault(name, {})
+        groups = {**entry.get("groups", {}), **data["groups"]}
+        entry.update(data)
+        entry["groups"] = groups
+    fp_old, fp_new = merged.get("fingerprint", {}), new["fingerprint"]
+    fp = dict(fp_new)
+    fp["files"] = {**fp_old.get("files", {}), **fp_new["files"]}
+    fp["case_sets"] = {**fp_old.get("case_sets", {}), **fp_new["case_sets"]}
+    merged["fingerprint"] = fp
+    merged["schema"] = SCHEMA
+    return merged
+
+
 def _r(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -106,10 +125,13 @@ class BaselineError(Exception):
 def read_baseline(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
         raise BaselineError(f"{path}: not valid JSON (line {exc.lineno}): rewrite it with "
                             "pytest --quant-update-baseline") from exc
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or "variants" not in data:
+    if (not isinstance(data, dict) or data.get("schema") != SCHEMA
+            or not isinstance(data.get("variants"), dict) or not isinstance(data.get("fingerprint"), dict)):
         raise BaselineError(f"{path}: not a quantgate baseline (schema {SCHEMA}); rewrite it with "
                             "pytest --quant-update-baseline")
     return data

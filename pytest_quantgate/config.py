@@ -182,6 +182,9 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
     for key in ("n_ctx", "top_k"):
         if key in fid and fid[key] < 2:
             raise ConfigError(f"{where}: fidelity.{key}: must be at least 2, got {fid[key]}")
+    if corpus is not None and fid.get("n_ctx", 512) > llama.get("n_ctx", 512):
+        raise ConfigError(f"{where}: fidelity.n_ctx: {fid.get('n_ctx', 512)} exceeds llama.n_ctx "
+                          f"{llama.get('n_ctx', 512)}; lower it or raise llama.n_ctx")
     isolation = raw.get("isolation", "none")
     if isolation not in ISOLATIONS:
         raise ConfigError(f"{where}: isolation: expected one of {', '.join(ISOLATIONS)}, got {_kind(isolation)}")

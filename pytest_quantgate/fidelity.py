@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -180,28 +180,24 @@ class Fidelity:
         }
 
 
-def score_sequences(scorer: Scorer, sequences: Sequence[Sequence[int]]) -> list[tuple[np.ndarray, list[int]]]:
+def score_sequences(scorer: Scorer, sequences: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, list[int]]]:
     """Teacher forcing: for each sequence, log-probs at positions 0..n-2 and the tokens that
-    came next (positions 1..n-1)."""
-    out = []
+    came next (positions 1..n-1). A generator: one sequence's full-vocabulary rows at a time."""
     for seq in sequences:
         if len(seq) < 2:
             continue
         lp = log_softmax(scorer.logits(list(seq)[:-1]))
-        out.append((lp, list(seq)[1:]))
-    return out
+        yield lp, list(seq)[1:]
 
 
-def perplexity_chunks(scorer: Scorer, chunks: Sequence[Sequence[int]]) -> list[tuple[np.ndarray, list[int]]]:
+def perplexity_chunks(scorer: Scorer, chunks: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, list[int]]]:
     """llama-perplexity's scoring: each chunk of n_ctx tokens is decoded whole and only its
-    second half is scored (positions first..n_ctx-2 predicting first+1..n_ctx-1)."""
-    out = []
+    second half is scored (positions first..n_ctx-2 predicting first+1..n_ctx-1). A generator."""
     for chunk in chunks:
         n_ctx = len(chunk)
         first = n_ctx // 2
         lp = log_softmax(scorer.logits(list(chunk), first_output=first)[: n_ctx - 1 - first])
-        out.append((lp, list(chunk)[first + 1:]))
-    return out
+        yield lp, list(chunk)[first + 1:]
 
 
 def perplexity(scorer: Scorer, text: str, n_ctx: int | None = None) -> dict[str, float | int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
@@ -82,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if qs is not None:
         config.stash[SESSION_KEY] = qs
         config.pluginmanager.register(qs, "quantgate-session")
-        if getattr(config.option, "dist", "no") == "load":
+        if getattr(config.option, "dist", "no") in ("load", "worksteal"):
             # xdist's default spreads one variant over all workers; group by variant instead.
             config.option.dist = "loadgroup"
 
@@ -112,6 +113,10 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
         raise ConfigError(f"{path.name}: {mismatch}")
     gate = config.getoption("quant_gate") or _gate_from_ini(config)
     report = config.getoption("quant_report")
+    if report and Path(report).is_dir():
+        raise ConfigError(f"--quant-report: {report} is a directory; give a file path such as {report}/quantgate.json")
+    if report and not os.access(Path(report).resolve().parent, os.W_OK):
+        raise ConfigError(f"--quant-report: cannot write to {Path(report).resolve().parent}")
     flag = config.getoption("quant_baseline")
     baseline_path = Path(flag).resolve() if flag else settings.baseline_path
     update = bool(config.getoption("quant_update_baseline"))

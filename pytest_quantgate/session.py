@@ -13,7 +13,16 @@ from collections.abc import Generator
 import psutil
 import pytest
 
-from .baseline import build_baseline, case_key, compare_group, fingerprint_changes, write_baseline
+from .baseline import (
+    BaselineError,
+    build_baseline,
+    case_key,
+    compare_group,
+    fingerprint_changes,
+    merge_baseline,
+    read_baseline,
+    write_baseline,
+)
 from .config import Settings
 from .stats import paired, wilson
 from .pool import LoadError, ModelPool
@@ -48,7 +57,13 @@ class RubricItem(pytest.Item):
     def runtest(self) -> None:
         __tracebackhide__ = True
         qs = self.config.stash[SESSION_KEY]
-        verdict = qs.verdict(self.group, self.variant)
+        if qs.all_skipped(self.group, self.variant):
+            pytest.skip(f"every case of this group was skipped for {self.variant}")
+        try:
+            verdict = qs.verdict(self.group, self.variant)
+        except Exception as exc:  # never lose the verdict: record it as a failed one
+            verdict = qs.failed_verdict(self.group, self.variant,
+                                        f"could not evaluate the rubric: {type(exc).__name__}: {exc}")
         self.user_properties.append((VERDICT_PROP, verdict))
         for key in ("accuracy", "tokens_per_second", "memory_mb", "disk_mb", "load_seconds"):
             if verdict.get(key) is not None:  # flat figures for JUnit XML dashboards
@@ -187,16 +202,21 @@ class QuantSession:
         self._check_baseline_comparable(list(last_index))
         if config.pluginmanager.hasplugin("xdist"):
             # Under `pytest -n`, a variant's cases and its verdicts must share one worker: the
-            # verdict reads the cases' outcomes and the model is loaded once per worker.
+            # verdict reads the cases' outcomes and the model is loaded once per worker. Gates
+            # that compare to the reference need its results in the same process, so then all
+            # variants share one worker (correct, not parallel).
+            needs_reference = any(g.rubric.needs_fidelity or g.rubric.max_drop_vs_reference is not None
+                                  for g in self.groups.values())
             for item in items:
                 variant = self.variant_of(item)
                 if variant is not None:
-                    item.add_marker(pytest.mark.xdist_group(name=variant))
+                    xgroup = "quantgate" if needs_reference else variant
+                    item.add_marker(pytest.mark.xdist_group(name=xgroup))
                     grouped = getattr(config, "workerinput", {}).get("quantgate_loadgroup")
-                    if grouped and "@" not in item.nodeid:
+                    if grouped and not item.nodeid.endswith("@" + xgroup):
                         # xdist turns marks into "@group" node id suffixes in a hook that ran
                         # before this trylast one (which must follow -k); apply the same rule.
-                        _set_nodeid(item, f"{item.nodeid}@{variant}")
+                        _set_nodeid(item, f"{item.nodeid}@{xgroup}")
         for item, key in grouped_items:  # keyed by final node ids
             self._item_group[item.nodeid] = key
 
@@ -265,6 +285,10 @@ class QuantSession:
             first = (str(call.excinfo.value) or "assertion failed").splitlines()[0]
             rep.wasxfail = MISS_PREFIX + _one_line(first)
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.other_failures += 1
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props: dict[str, Any] = dict(report.user_properties)  # our values are plain dicts
         case = props.get(CASE_PROP)
@@ -277,7 +301,9 @@ class QuantSession:
             self.verdicts[(v["group"], v["variant"])] = v
             return
         if case is None:
-            if report.failed and not _is_verdict(report):
+            # a verdict's own failure is about its variant; anything else (a module fixture's
+            # teardown error landing on a verdict item, a plain test) fails the run regardless
+            if report.failed and not (_is_verdict(report) and report.when == "call"):
                 self.other_failures += 1
             return
         outcome = _case_outcome(report)
@@ -294,6 +320,15 @@ class QuantSession:
         self.cases[report.nodeid] = CaseRecord(report.nodeid, case["variant"], case["group"], outcome, message)
 
     # -- verdicts --------------------------------------------------------------------------
+    def all_skipped(self, group: Group, variant_name: str) -> bool:
+        mine = [c for c in self.cases.values() if c.group == group.key and c.variant == variant_name]
+        return bool(mine) and all(c.outcome == "skipped" for c in mine)
+
+    def failed_verdict(self, group: Group, variant_name: str, reason: str) -> dict[str, Any]:
+        return {"group": group.key, "variant": variant_name, "thresholds": group.rubric.thresholds(),
+                "cases": 0, "passed_cases": 0, "misses": 0, "failures": 0, "accuracy": None,
+                "reasons": [reason]}
+
     def verdict(self, group: Group, variant_name: str) -> dict[str, Any]:
         """Figures and reasons for one (group, variant); pure evaluation lives in rubric.py."""
         mine = [c for c in self.cases.values() if c.group == group.key and c.variant == variant_name]
@@ -372,6 +407,8 @@ class QuantSession:
                 if not ref:
                     missing = (f"reference {ref_name} did not run (select it with --quant-variants) "
                                "and no baseline holds its results")
+                elif not set(ref) & set(now):
+                    missing = f"no case in common with reference {ref_name}"
                 else:
                     ref_cmp = paired({k: o == "passed" for k, o in ref.items()},
                                      {k: o == "passed" for k, o in now.items()},
@@ -432,6 +469,7 @@ class QuantSession:
             fid.add(top, lp, nxt)
         out: dict[str, Any] = dict(fid.summary())
         out["reference"] = ref_name
+        out["source"] = "corpus" if key == "corpus" else "group"
         out["mean_nll"] = float(fid.nll.mean()) if len(fid.nll) else None
         out["ref_mean_nll"] = float(fid.ref_nll.mean()) if len(fid.ref_nll) else None
         return out, None
@@ -461,7 +499,9 @@ class QuantSession:
         for t in tops[1:]:
             merged = merged.concat(t)
         arrays.update(merged.to_arrays())
-        np.savez_compressed(path, **arrays)
+        tmp = path.with_name(path.stem + ".part.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)  # another worker never reads half a file
 
     def _load_ref(self, key: str) -> tuple[list[Any], list[Any]] | None:
         path = self._ref_cache_file(key)
@@ -524,9 +564,15 @@ class QuantSession:
             if interrupted:
                 self.baseline_note = "baseline not written: the run was interrupted"
             else:
-                write_baseline(self.baseline_path, build_baseline(
+                fresh_baseline = build_baseline(
                     self.summary, list(self.cases.values()), dict(self.settings.llama),
-                    dict(self.settings.generation)))
+                    dict(self.settings.generation))
+                if self.baseline_path.is_file():
+                    try:
+                        fresh_baseline = merge_baseline(read_baseline(self.baseline_path), fresh_baseline)
+                    except BaselineError:
+                        pass  # unreadable: this run's results replace it
+                write_baseline(self.baseline_path, fresh_baseline)
                 self.baseline_note = f"baseline written: {self.baseline_path}"
         elif self.baseline is not None:
             fresh = build_baseline(self.summary, list(self.cases.values()), dict(self.settings.llama),

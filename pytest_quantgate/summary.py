@@ -200,6 +200,8 @@ def _pool_fidelity(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     parts = [f for f in items if f and f.get("positions") and f.get("mean_nll") is not None]
     if not parts:
         return None
+    if parts[0].get("source") == "corpus":  # every group scored the same corpus
+        parts = parts[:1]
     n = sum(f["positions"] for f in parts)
 
     def w(key: str) -> float:
