@@ -56,7 +56,7 @@ def _inspect(paths: list[Path]) -> int:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files.extend(sorted(p.glob("*.gguf")))
+            files.extend(sorted(f for f in p.glob("*.gguf") if not f.name.startswith(".")))
         elif p.exists():
             files.append(p)
         else:

@@ -100,6 +100,11 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
     settings = load_settings(path, name_of=lambda p: name_from_metadata(p, cache))
     if config.getoption("quant_isolation"):
         settings = dataclasses.replace(settings, isolation=config.getoption("quant_isolation"))
+    if settings.isolation == "process" and settings.fidelity_corpus is not None:
+        raise ConfigError(
+            f"{path.name}: fidelity.corpus conflicts with isolation: process (scoring needs the "
+            "model in the test process); drop one, e.g. --quant-isolation=none"
+        )
     selected = select_variants(settings.names, config.getoption("quant_variants"))
     variants: dict[str, Variant | BrokenVariant] = {}
     for spec in settings.variants:

@@ -172,6 +172,11 @@ class QuantSession:
                 rubric = rubric.merged(parse_rubric(mark.kwargs))
             except RubricError as exc:
                 raise pytest.UsageError(f"{item.nodeid}: {MARKER}: {exc}") from None
+        if rubric.needs_fidelity and self.settings.isolation == "process":
+            raise pytest.UsageError(
+                f"{item.nodeid}: {MARKER}: max_kld/min_top1_agreement/max_perplexity_ratio need the "
+                "model in the test process, but isolation is process; use --quant-isolation=none"
+            )
         group = Group(key, rubric)
         self.groups[key] = group
         return group

@@ -216,6 +216,21 @@ def test_stop_on_first_failure_marks_the_report_incomplete(project: Project) -> 
     assert report["incomplete"] is True
 
 
+def test_conflicting_isolation_and_fidelity_are_usage_errors(project: Project) -> None:
+    (project.path / "corpus.txt").write_text("word " * 3000)
+    project.config(["Q8_0"], reference="Q8_0", fidelity={"corpus": "corpus.txt"})
+    project.pytester.makepyfile(USE)
+    result = project.run("--quant-isolation=process")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: quantgate.yaml: fidelity.corpus conflicts with isolation: process*"])
+    project.config(["Q8_0"], reference="Q8_0", isolation="process")
+    project.pytester.makepyfile("import pytest\n@pytest.mark.quant_rubric(max_kld=0.1)\n" + USE)
+    result = project.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *test_use[[]Q8_0[]]: quant_rubric: max_kld/min_top1_agreement/"
+                                 "max_perplexity_ratio need the model in the test process*"])
+
+
 @pytest.mark.parametrize("args,message", [
     (["--quant-gate=some"], "*--quant-gate: expected one of all, any, got 'some'"),
     (["--quant-isolation=vm"], "*--quant-isolation: expected one of none, process, got 'vm'"),
