@@ -49,14 +49,8 @@ class QuantModel:
                  stop: Sequence[str] | None = None, **kw: Any) -> str:
         """Raw completion of ``prompt``; greedy and seeded unless ``kw`` says otherwise."""
         __tracebackhide__ = True
-        try:
-            c = self._loaded.complete(prompt, max_tokens=max_tokens or self._max_tokens, stop=stop,
-                                      params={**self._params, **kw})
-        except ModelCrashed as exc:
-            crash = str(exc)
-        else:
-            return self._done(c)
-        pytest.fail(crash, pytrace=False)  # outside the except: no chained traceback
+        return self._run(lambda: self._loaded.complete(
+            prompt, max_tokens=max_tokens or self._max_tokens, stop=stop, params={**self._params, **kw}))
 
     def chat(self, message_or_messages: str | Sequence[Message], *, max_tokens: int | None = None,
              system: str | None = None, **kw: Any) -> str:
@@ -68,14 +62,21 @@ class QuantModel:
         if system is not None:
             messages.insert(0, {"role": "system", "content": system})
         __tracebackhide__ = True
+        return self._run(lambda: self._loaded.chat(
+            messages, max_tokens=max_tokens or self._max_tokens, params={**self._params, **kw}))
+
+    def _run(self, call: Callable[[], Completion]) -> str:
+        """Make the call, record it, return its text; a crashed worker fails the test cleanly."""
+        __tracebackhide__ = True
         try:
-            c = self._loaded.chat(messages, max_tokens=max_tokens or self._max_tokens,
-                                  params={**self._params, **kw})
+            c = call()
         except ModelCrashed as exc:
             crash = str(exc)
         else:
-            return self._done(c)
-        pytest.fail(crash, pytrace=False)
+            self.last = c
+            self._record(c)
+            return c.text
+        pytest.fail(crash, pytrace=False)  # outside the except: no chained traceback
 
     # -- scoring: log-likelihood, multiple choice, perplexity (in-process placement) ----------
     def _scorer(self) -> Any:
@@ -108,11 +109,6 @@ class QuantModel:
         result = perplexity(self._scorer(), text, n_ctx)
         self.last_perplexity = result
         return float(result["perplexity"])
-
-    def _done(self, c: Completion) -> str:
-        self.last = c
-        self._record(c)
-        return c.text
 
     def __repr__(self) -> str:
         return f"<QuantModel {self.variant.name} {self.variant.path.name}>"

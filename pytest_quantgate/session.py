@@ -25,6 +25,7 @@ from .baseline import (
 )
 from .config import Settings
 from .stats import paired, wilson
+from .measure import CallTotals
 from .pool import LoadError, ModelPool
 from .rubric import MB, GroupFigures, Rubric, RubricError, evaluate, parse_rubric
 from .summary import CaseRecord, Summary, build_summary, render_lines, render_markdown
@@ -347,10 +348,10 @@ class QuantSession:
             passed=sum(c.outcome == "passed" for c in ran),
             misses=sum(c.outcome == "miss" for c in ran),
             failures=sum(c.outcome in ("failed", "error") for c in ran),
-            gen_tokens=totals["gen_tokens"],
-            gen_seconds=totals["gen_seconds"],
-            prompt_tokens=totals["prompt_eval_tokens"],
-            prompt_ms=totals["prompt_eval_ms"],
+            gen_tokens=totals.gen_tokens,
+            gen_seconds=totals.gen_seconds,
+            prompt_tokens=totals.prompt_eval_tokens,
+            prompt_ms=totals.prompt_eval_ms,
             memory_mb=stats.memory_mb if stats else None,
             disk_mb=disk,
             load_seconds=stats.load_seconds if stats else None,
@@ -526,16 +527,13 @@ class QuantSession:
         self.ref_dists[key] = (seqs, tops)
         return seqs, tops
 
-    def _group_totals(self, group_key: str, variant: str) -> dict[str, Any]:
-        keys = ("gen_tokens", "gen_seconds", "prompt_eval_tokens", "prompt_eval_ms")
-        out: dict[str, Any] = {k: 0 for k in keys}
+    def _group_totals(self, group_key: str, variant: str) -> CallTotals:
+        total = CallTotals()
         for nodeid, c in self.cases.items():
-            if c.group == group_key and c.variant == variant:
-                t = self.pool.test_totals.get(nodeid)
-                if t is not None:
-                    for k in keys:
-                        out[k] += getattr(t, k)
-        return out
+            t = self.pool.test_totals.get(nodeid)
+            if c.group == group_key and c.variant == variant and t is not None:
+                total.merge(t)
+        return total
 
     # -- the end ---------------------------------------------------------------------------
     def build(self, incomplete: bool) -> Summary:
