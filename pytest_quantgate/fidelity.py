@@ -12,7 +12,9 @@ next ``chat``/``generate`` call starts clean.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from collections.abc import Iterator, Sequence
 
@@ -177,7 +179,38 @@ class Fidelity:
             "perplexity": ppl,
             "reference_perplexity": ref_ppl,
             "perplexity_ratio": ppl / ref_ppl,
+            "mean_nll": float(self.nll.mean()),  # kept so per-variant figures can pool groups
+            "ref_mean_nll": float(self.ref_nll.mean()),
         }
+
+
+def save_reference(path: Path, seqs: Sequence[Sequence[int]], tops: Sequence[TopK]) -> None:
+    """The reference's scored tokens and top-k distributions as one .npz, written atomically
+    (another xdist worker never reads half a file)."""
+    if not tops:
+        return
+    merged = tops[0]
+    for t in tops[1:]:
+        merged = merged.concat(t)
+    arrays: dict[str, Any] = {"lengths": np.array([len(s) for s in seqs]),
+              "tokens": np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]),
+              "rows": np.array([len(t.ids) for t in tops]), **merged.to_arrays()}
+    tmp = path.with_name(path.stem + ".part.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_reference(path: Path) -> tuple[list[list[int]], list[TopK]]:
+    data = np.load(path)
+    seqs: list[list[int]] = []
+    tops: list[TopK] = []
+    at = row = 0
+    for n, r in zip(data["lengths"], data["rows"], strict=True):
+        seqs.append([int(x) for x in data["tokens"][at:at + n]])
+        sl = slice(row, row + r)
+        tops.append(TopK(data["ids"][sl], data["logp"][sl], data["log_tail"][sl], data["next_logp"][sl]))
+        at, row = at + n, row + r
+    return seqs, tops
 
 
 def score_sequences(scorer: Scorer, sequences: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, list[int]]]:

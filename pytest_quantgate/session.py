@@ -28,6 +28,7 @@ from .stats import paired, wilson
 from .measure import CallTotals
 from .pool import LoadError, ModelPool
 from .rubric import MB, GroupFigures, Rubric, RubricError, evaluate, parse_rubric
+from .report import environment
 from .summary import CaseRecord, Summary, build_summary, render_lines, render_markdown
 from .variants import BrokenVariant, Variant, estimate_memory_bytes
 
@@ -431,7 +432,15 @@ class QuantSession:
                   mine: list[CaseRecord]) -> tuple[dict[str, Any] | None, str | None]:
         """KLD, top-1 agreement and perplexity ratio of ``variant`` against the reference,
         on the tokens the reference's own calls in this group produced (or on the corpus)."""
-        from .fidelity import Fidelity, Scorer, TopK, perplexity_chunks, score_sequences
+        from .fidelity import (
+            Fidelity,
+            Scorer,
+            TopK,
+            load_reference,
+            perplexity_chunks,
+            save_reference,
+            score_sequences,
+        )
 
         ref_name = self.settings.reference
         if ref_name is None:
@@ -447,6 +456,10 @@ class QuantSession:
             return None, "fidelity needs the model in the test process (isolation: none)"
         scorer = Scorer(model.llm)
         key = "corpus" if self.settings.fidelity_corpus is not None else group.key
+
+        def score(seqs: list[list[int]]) -> Any:  # the corpus is scored like llama-perplexity
+            return perplexity_chunks(scorer, seqs) if key == "corpus" else score_sequences(scorer, seqs)
+
         if variant == ref_name:
             if key in self.ref_dists:
                 return {"positions": 0, "reference": True}, None
@@ -456,28 +469,28 @@ class QuantSession:
                     seqs = scorer.chunks(text, self.settings.fidelity_n_ctx)
                 except ValueError as exc:
                     return None, f"fidelity.corpus: {exc}"
-                scored = perplexity_chunks(scorer, seqs)
             else:
                 seqs = [list(t) for c in mine for t in self.pool.test_tokens.get(c.nodeid, [])]
-                scored = score_sequences(scorer, seqs)
-            tops = [TopK.from_logprobs(lp, nxt, self.settings.fidelity_top_k) for lp, nxt in scored]
+            tops = [TopK.from_logprobs(lp, nxt, self.settings.fidelity_top_k) for lp, nxt in score(seqs)]
             self.ref_dists[key] = (seqs, tops)
-            self._save_ref(key, seqs, tops)
+            path = self._ref_cache_file(key)
+            if path is not None:
+                save_reference(path, seqs, tops)
             return {"positions": 0, "reference": True}, None
-        ref = self.ref_dists.get(key) or self._load_ref(key)
+        ref = self.ref_dists.get(key)
+        path = self._ref_cache_file(key)
+        if ref is None and path is not None and path.is_file():
+            ref = self.ref_dists[key] = load_reference(path)
         if ref is None:
             return None, (f"reference {ref_name} did not run in this session and no cached "
                           f"distributions exist for {key}; run once with {ref_name} selected")
         seqs, tops = ref
         fid = Fidelity()
-        scored = (perplexity_chunks(scorer, seqs) if key == "corpus" else score_sequences(scorer, seqs))
-        for (lp, nxt), top in zip(scored, tops, strict=True):
+        for (lp, nxt), top in zip(score(seqs), tops, strict=True):
             fid.add(top, lp, nxt)
         out: dict[str, Any] = dict(fid.summary())
         out["reference"] = ref_name
         out["source"] = "corpus" if key == "corpus" else "group"
-        out["mean_nll"] = float(fid.nll.mean()) if len(fid.nll) else None
-        out["ref_mean_nll"] = float(fid.ref_nll.mean()) if len(fid.ref_nll) else None
         return out, None
 
     def _ref_cache_file(self, key: str) -> Path | None:
@@ -491,41 +504,6 @@ class QuantSession:
                             self.settings.fidelity_n_ctx, str(self.settings.fidelity_corpus)], sort_keys=True)
         digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
         return Path(cache.mkdir("quantgate-fidelity")) / f"{digest}.npz"
-
-    def _save_ref(self, key: str, seqs: list[Any], tops: list[Any]) -> None:
-        path = self._ref_cache_file(key)
-        if path is None or not tops:
-            return
-        import numpy as np
-
-        arrays: dict[str, Any] = {"lengths": np.array([len(s) for s in seqs]),
-                                  "tokens": np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]),
-                                  "rows": np.array([len(t.ids) for t in tops])}
-        merged = tops[0]
-        for t in tops[1:]:
-            merged = merged.concat(t)
-        arrays.update(merged.to_arrays())
-        tmp = path.with_name(path.stem + ".part.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)  # another worker never reads half a file
-
-    def _load_ref(self, key: str) -> tuple[list[Any], list[Any]] | None:
-        path = self._ref_cache_file(key)
-        if path is None or not path.is_file():
-            return None
-        import numpy as np
-
-        from .fidelity import TopK
-
-        data = np.load(path)
-        seqs, tops, at, row = [], [], 0, 0
-        for n, r in zip(data["lengths"], data["rows"], strict=True):
-            seqs.append([int(x) for x in data["tokens"][at:at + n]])
-            sl = slice(row, row + r)
-            tops.append(TopK(data["ids"][sl], data["logp"][sl], data["log_tail"][sl], data["next_logp"][sl]))
-            at, row = at + n, row + r
-        self.ref_dists[key] = (seqs, tops)
-        return seqs, tops
 
     def _group_totals(self, group_key: str, variant: str) -> CallTotals:
         total = CallTotals()
@@ -656,42 +634,6 @@ def _is_verdict(report: pytest.TestReport) -> bool:
 def _one_line(text: str, limit: int = 240) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def environment(settings: Settings) -> dict[str, Any]:
-    """Where the figures came from: they only mean something next to this."""
-    import platform
-
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "pytest": pytest.__version__,
-        "platform": platform.platform(),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": settings.llama.get("n_threads"),
-        "llama": dict(settings.llama),
-        "generation": dict(settings.generation),
-    }
-    try:
-        import llama_cpp
-
-        env["llama_cpp_python"] = llama_cpp.__version__
-        env["llama_cpp_system_info"] = llama_cpp.llama_print_system_info().decode().strip()
-    except Exception as exc:  # pragma: no cover - reported rather than lost
-        env["llama_cpp_python"] = f"unavailable: {exc}"
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 __all__ = ["MB", "QuantSession", "RubricItem", "SESSION_KEY"]
