@@ -172,3 +172,31 @@ def test_reference_not_selected_uses_the_baseline_or_says_why(project: Project) 
     project.run("--quant-update-baseline")
     result2, report = project.run_report("--quant-variants=Q2")
     assert group(report, "Q2_K", "test_facts.py")["vs_reference"]["reference"] == "F16 (from the baseline)"
+
+
+def test_subset_update_merges_and_case_set_changes_are_reported(project: Project) -> None:
+    project.config(["Q8_0", "Q4_K_M"])
+    project.pytester.makepyfile(test_next=CASES)
+    project.run("--quant-update-baseline")
+    # blessing only Q4_K_M must keep Q8_0's entry
+    project.run("--quant-update-baseline", "--quant-variants=Q4")
+    assert set(baseline(project)["variants"]) == {"Q8_0", "Q4_K_M"}
+    # one case removed, one added: reported, left out of the comparison
+    changed = CASES.replace('"three": ("Monday, Tuesday,", "wednesday")', '"four": ("x, y,", "z")')
+    project.pytester.makepyfile(test_next=changed)
+    result, report = project.run_report()
+    result.stdout.fnmatch_lines(["baseline: test_next.py: case set changed",
+                                 "Q8_0 test_next.py vs baseline: *1 new, 1 removed cases not compared*"])
+    b = group(report, "Q8_0", "test_next.py")["baseline"]
+    assert b["added"] == ["test_next.py::test_next[four]"] and b["removed"] == ["test_next.py::test_next[three]"]
+    assert b["common"] == 2
+
+
+def test_a_baseline_that_is_not_one_is_a_usage_error(project: Project) -> None:
+    project.config(["Q8_0"])
+    project.pytester.makepyfile(test_next=CASES)
+    (project.path / "quantgate-baseline.json").write_text('{"schema": 1, "variants": {}}')
+    result = project.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *quantgate-baseline.json: not a quantgate baseline (schema 1); "
+                                 "rewrite it with pytest --quant-update-baseline"])

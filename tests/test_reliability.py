@@ -243,3 +243,51 @@ def test_bad_flags_are_usage_errors(project: Project, args: list[str], message: 
     result = project.run(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_a_group_whose_cases_all_skip_skips_its_verdict(project: Project) -> None:
+    project.config(["Q8_0", "Q2_K"])
+    project.pytester.makepyfile(textwrap.dedent("""
+        import pytest
+        @pytest.mark.quant_rubric(accuracy=0.5)
+        def test_s(quant_variant):
+            if quant_variant.name == "Q2_K":
+                pytest.skip("not for this rung")
+    """))
+    result = project.run("-rs")
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(["SKIPPED * every case of this group was skipped for Q2_K"])
+
+
+def test_report_path_that_is_a_directory_is_a_usage_error(project: Project) -> None:
+    project.config(["Q8_0"])
+    project.pytester.makepyfile(USE)
+    (project.path / "out").mkdir()
+    result = project.run("--quant-report=out")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --quant-report: out is a directory; give a file path such as out/quantgate.json"])
+
+
+def test_a_verdict_that_cannot_be_evaluated_fails_and_is_kept(project: Project) -> None:
+    """A corrupt cached reference: the verdict fails with the reason, the summary keeps it."""
+    project.config(["F16", "Q2_K"], reference="F16")
+    project.pytester.makepyfile(test_fid=textwrap.dedent("""
+        import pytest
+        pytestmark = pytest.mark.quant_rubric(max_kld=1.0)
+        def test_talk(quant_model):
+            assert quant_model.chat("Say hi.", max_tokens=8)
+    """))
+    cache = project.path / "own-cache"
+    first = project.pytester.runpytest_subprocess("-o", f"cache_dir={cache}")
+    first.assert_outcomes(passed=4)
+    for npz in (cache / "d" / "quantgate-fidelity").glob("*.npz"):
+        npz.write_bytes(b"not a zip file")
+    report = project.path / "r.json"
+    result = project.pytester.runpytest_subprocess("-o", f"cache_dir={cache}", "--quant-variants=Q2",
+                                                   f"--quant-report={report}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["could not evaluate the rubric: *"])
+    assert "Traceback" not in result.stdout.str()
+    data = json.loads(report.read_text())
+    assert data["variants"][0]["passed"] is False
+    assert data["variants"][0]["reasons"][0].startswith("test_fid.py: could not evaluate the rubric")
