@@ -17,6 +17,15 @@ from .variants import Variant
 Message = Mapping[str, str]
 
 
+def stop_list(stop: str | Sequence[str] | None) -> list[str] | None:
+    """``stop="Q:"`` is one stop string, not the characters ``Q`` and ``:``."""
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop] if stop else None
+    return [s for s in stop if s] or None
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -96,7 +105,7 @@ class LlamaCppModel:
                  params: Mapping[str, Any]) -> Completion:
         out, wall, perf = self._timed(
             self._llm.create_completion, prompt=prompt, max_tokens=max_tokens,
-            stop=list(stop) if stop else None, **params,
+            stop=stop_list(stop), **params,
         )
         return self._completion(out, wall, perf, out["choices"][0]["text"])
 

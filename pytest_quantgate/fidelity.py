@@ -23,6 +23,10 @@ import numpy as np
 DEFAULT_TOP_K = 1024  # keeps the top-k + tail KLD within ~2% of the full one on SmolLM2 (benchmarks)
 
 
+class ScoringError(ValueError):
+    """Input that cannot be scored (too long for the context, nothing to score)."""
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64, copy=False)
     m = x.max(axis=-1, keepdims=True)
@@ -51,7 +55,7 @@ class Scorer:
         import llama_cpp
 
         if n_past + len(tokens) > self.n_ctx:
-            raise ValueError(f"{n_past + len(tokens)} tokens do not fit n_ctx {self.n_ctx}")
+            raise ScoringError(f"{n_past + len(tokens)} tokens do not fit the context (n_ctx {self.n_ctx})")
         ctx, batch = self.llm._ctx, self.llm._batch
         ctx.kv_cache_seq_rm(-1, n_past, -1)
         rows: list[np.ndarray] = []
@@ -72,11 +76,17 @@ class Scorer:
             self.llm.n_tokens = 0  # our decode bypassed Llama's bookkeeping: start clean next time
         return np.concatenate(rows) if rows else np.zeros((0, self.n_vocab), dtype=np.float32)
 
+    @staticmethod
+    def _nonempty(tokens: list[int], what: str) -> list[int]:
+        if not tokens:
+            raise ScoringError(f"{what} tokenizes to no tokens: nothing to score")
+        return tokens
+
     # -- log-likelihood and multiple choice -------------------------------------------------
     def logprob(self, prompt: str, continuation: str) -> tuple[float, int]:
         """(sum of log p(continuation tokens | prompt), number of tokens)."""
-        ctx_toks = self.tokenize(prompt)
-        cont = self.tokenize(continuation, add_bos=False)
+        ctx_toks = self._nonempty(self.tokenize(prompt), "prompt")
+        cont = self._nonempty(self.tokenize(continuation, add_bos=False), "continuation")
         lp = log_softmax(self.logits(ctx_toks + cont, first_output=len(ctx_toks) - 1))
         return float(sum(lp[i, t] for i, t in enumerate(cont))), len(cont)
 
@@ -87,11 +97,11 @@ class Scorer:
         ``normalize`` divides by the option's length in bytes, as lm-evaluation-harness's
         ``acc_norm`` does, so long options are not penalized for their length.
         """
-        ctx_toks = self.tokenize(prompt)
+        ctx_toks = self._nonempty(self.tokenize(prompt), "prompt")
         last = log_softmax(self.logits(ctx_toks, first_output=len(ctx_toks) - 1))[-1]
         scores = []
-        for opt in options:
-            cont = self.tokenize(opt, add_bos=False)
+        for i, opt in enumerate(options):
+            cont = self._nonempty(self.tokenize(opt, add_bos=False), f"options[{i}]")
             total = float(last[cont[0]])
             if len(cont) > 1:
                 lp = log_softmax(self.logits(cont[:-1], n_past=len(ctx_toks)))
@@ -101,9 +111,11 @@ class Scorer:
 
     # -- perplexity, llama-perplexity's rules --------------------------------------------------
     def chunks(self, text: str, n_ctx: int) -> list[list[int]]:
+        if n_ctx > self.n_ctx:
+            raise ScoringError(f"n_ctx {n_ctx} exceeds the model's context (llama.n_ctx {self.n_ctx})")
         tokens = self.tokenize(text)
         if len(tokens) < 2 * n_ctx:
-            raise ValueError(f"need at least {2 * n_ctx} tokens for a context of {n_ctx}, "
+            raise ScoringError(f"need at least {2 * n_ctx} tokens for a context of {n_ctx}, "
                              f"the text has {len(tokens)}")
         add_bos = bool(self.llm._model.add_bos_token()) if hasattr(self.llm, "_model") else False
         out = []
@@ -184,33 +196,101 @@ class Fidelity:
         }
 
 
-def save_reference(path: Path, seqs: Sequence[Sequence[int]], tops: Sequence[TopK]) -> None:
-    """The reference's scored tokens and top-k distributions as one .npz, written atomically
-    (another xdist worker never reads half a file)."""
-    if not tops:
-        return
-    merged = tops[0]
-    for t in tops[1:]:
-        merged = merged.concat(t)
-    arrays: dict[str, Any] = {"lengths": np.array([len(s) for s in seqs]),
-              "tokens": np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]),
-              "rows": np.array([len(t.ids) for t in tops]), **merged.to_arrays()}
-    tmp = path.with_name(path.stem + ".part.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+@dataclass
+class CaseReference:
+    """The reference's data for one case: the first prompt it was asked (what the test code
+    determines, so a changed prompt is detected), every call's tokens, and their top-k."""
+
+    first_prompt: tuple[int, ...]
+    seqs: list[list[int]]
+    tops: list[TopK]
 
 
-def load_reference(path: Path) -> tuple[list[list[int]], list[TopK]]:
-    data = np.load(path)
+@dataclass
+class ReferenceData:
+    """Everything fidelity scoring needs from the reference, for one group (or the corpus),
+    with the key it was made under: a file whose key differs is never used."""
+
+    key: str
+    cases: dict[str, CaseReference]  # case key (or "corpus") -> its data
+
+
+class ReferenceFileError(Exception):
+    """A cached reference file that is corrupt or was made under another key."""
+
+
+def save_reference(path: Path, ref: ReferenceData) -> None:
+    """One .npz of plain arrays (no pickle), written atomically: another xdist worker never
+    reads half a file."""
+    names = sorted(ref.cases)
+    seq_case: list[int] = []
     seqs: list[list[int]] = []
     tops: list[TopK] = []
-    at = row = 0
-    for n, r in zip(data["lengths"], data["rows"], strict=True):
-        seqs.append([int(x) for x in data["tokens"][at:at + n]])
-        sl = slice(row, row + r)
-        tops.append(TopK(data["ids"][sl], data["logp"][sl], data["log_tail"][sl], data["next_logp"][sl]))
-        at, row = at + n, row + r
-    return seqs, tops
+    for i, name in enumerate(names):
+        for seq, top in zip(ref.cases[name].seqs, ref.cases[name].tops, strict=True):
+            seq_case.append(i)
+            seqs.append(seq)
+            tops.append(top)
+    empty = TopK(np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32), np.zeros(0), np.zeros(0))
+    merged = tops[0] if tops else empty
+    for t in tops[1:]:
+        merged = merged.concat(t)
+    firsts = [ref.cases[n].first_prompt for n in names]
+    arrays: dict[str, Any] = {
+        "key": np.array(ref.key),
+        "case_names": np.array(names, dtype=str) if names else np.zeros(0, dtype="U1"),
+        "first_lengths": np.array([len(f) for f in firsts], dtype=np.int64),
+        "first_tokens": np.array([t for f in firsts for t in f], dtype=np.int32),
+        "seq_case": np.array(seq_case, dtype=np.int64),
+        "lengths": np.array([len(q) for q in seqs], dtype=np.int64),
+        "tokens": np.array([t for q in seqs for t in q], dtype=np.int32),
+        "rows": np.array([len(t.ids) for t in tops], dtype=np.int64),
+        **merged.to_arrays(),
+    }
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.npz")
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_reference(path: Path, key: str) -> ReferenceData:
+    """Read a file written by ``save_reference``; raise ReferenceFileError unless it is whole,
+    consistent and made under ``key``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as exc:  # zip, npy header, pickle refusal: all mean "not ours"
+        raise ReferenceFileError(f"unreadable ({type(exc).__name__})") from None
+    try:
+        if str(arrays["key"]) != key:
+            raise ReferenceFileError("made under another key")
+        names = [str(n) for n in arrays["case_names"]]
+        first_lengths, first_tokens = arrays["first_lengths"], arrays["first_tokens"]
+        seq_case, lengths, tokens, rows = (arrays["seq_case"], arrays["lengths"], arrays["tokens"],
+                                           arrays["rows"])
+        if (len(first_lengths) != len(names) or int(first_lengths.sum()) != len(first_tokens)
+                or not len(seq_case) == len(lengths) == len(rows)
+                or int(lengths.sum()) != len(tokens) or int(rows.sum()) != len(arrays["ids"])
+                or (len(seq_case) and (seq_case.min() < 0 or seq_case.max() >= len(names)))):
+            raise ReferenceFileError("inconsistent arrays")
+        cases: dict[str, CaseReference] = {}
+        at = 0
+        for name, n in zip(names, first_lengths, strict=True):
+            cases[name] = CaseReference(tuple(int(t) for t in first_tokens[at:at + n]), [], [])
+            at += int(n)
+        at = row = 0
+        for c, n, r in zip(seq_case, lengths, rows, strict=True):
+            case = cases[names[int(c)]]
+            case.seqs.append([int(x) for x in tokens[at:at + n]])
+            sl = slice(row, row + int(r))
+            case.tops.append(TopK(arrays["ids"][sl], arrays["logp"][sl], arrays["log_tail"][sl],
+                                  arrays["next_logp"][sl]))
+            at, row = at + int(n), row + int(r)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise ReferenceFileError(f"malformed ({type(exc).__name__})") from None
+    return ReferenceData(key, cases)
 
 
 def score_sequences(scorer: Scorer, sequences: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, list[int]]]:

@@ -7,7 +7,7 @@ only message for a broken file is an opaque ``Failed to load model from file``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,28 @@ class GGUFInfo:
     bits_per_weight: float  # tensor bytes * 8 / parameters: what the weights really cost
     tokenizer_sha256: str  # fingerprint of the vocabulary: variants of one model share it
     name: str
-    n_layer: int = 0  # for the memory estimate: KV cache = 2 * n_layer * n_ctx * n_embd_kv
-    n_embd_kv: int = 0
+    n_layer: int = 0  # for the memory floor: KV cache = n_layer * n_ctx * (n_embd_k + n_embd_v)
+    n_embd_kv: int = 0  # K width per layer (0: no attention KV cache, e.g. a recurrent model)
     n_vocab: int = 0
+    n_embd_v: int = 0
+    sliding_window: int = 0  # SWA models keep at most this many positions in some layers
+    tensor_bytes: int = 0
+    untouched_bytes: int = 0  # token_embd when the output layer is separate: rows read on demand
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GGUFInfo:
+    def from_dict(cls, data: Any) -> GGUFInfo:
+        """From cached data, checked field by field: a cache entry is data, not trusted."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            raise ValueError("not a GGUFInfo record")
+        for f in fields(cls):
+            kinds: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
+            want = kinds[str(f.type)]
+            value = data[f.name]
+            if isinstance(value, bool) or not isinstance(value, want):
+                raise ValueError(f"GGUFInfo.{f.name}: wrong type")
         return cls(**data)
 
 
@@ -104,8 +117,14 @@ def read_info(path: Path) -> GGUFInfo:
 
     n_layer = arch_int("block_count")
     n_embd = arch_int("embedding_length")
-    n_head = arch_int("attention.head_count") or 1
+    n_head = arch_int("attention.head_count")  # 0: no attention (recurrent): no KV cache
     n_head_kv = arch_int("attention.head_count_kv") or n_head
+    head_k = arch_int("attention.key_length") or (n_embd // n_head if n_head else 0)
+    head_v = arch_int("attention.value_length") or (n_embd // n_head if n_head else 0)
+    names = {t.name: int(t.n_bytes) for t in reader.tensors}
+    # Without a separate output matrix the embedding table is the output layer and every
+    # forward pass reads it all; with one, only the rows of the prompt's tokens are read.
+    untouched = names.get("token_embd.weight", 0) if "output.weight" in names else 0
     tok = hashlib.sha256()
     tokens = reader.get_field("tokenizer.ggml.tokens")
     if tokens is not None:
@@ -123,8 +142,12 @@ def read_info(path: Path) -> GGUFInfo:
         tokenizer_sha256=tok.hexdigest(),
         name=str(field("general.name") or path.stem),
         n_layer=n_layer,
-        n_embd_kv=n_embd * n_head_kv // n_head,
+        n_embd_kv=head_k * n_head_kv,
         n_vocab=len(tokens.data) if tokens is not None else 0,
+        n_embd_v=head_v * n_head_kv,
+        sliding_window=arch_int("attention.sliding_window"),
+        tensor_bytes=tensor_bytes,
+        untouched_bytes=untouched,
     )
 
 

@@ -68,17 +68,17 @@ class VariantStats:
     rss_before: int | None = None  # process RSS just before the load
     rss_after_load: int | None = None
     rss_peak: int | None = None  # highest RSS seen after load and after each call
+    model_bytes: int | None = None  # what the load and the calls added (see ModelPool._measured)
     totals: CallTotals = field(default_factory=CallTotals)
 
     @property
     def memory_mb(self) -> float | None:
-        """RSS the variant added: peak after load and use, minus the RSS before loading.
+        """RSS the variant added: growth across its load plus growth across each of its calls.
 
-        Taken after calls, so mmap'd weight pages that a forward pass touched are counted.
+        Taken after calls, so mmap'd weight pages that a forward pass touched are counted;
+        what test code allocates between calls is not.
         """
-        if self.rss_before is None or self.rss_peak is None:
-            return None
-        return max(0, self.rss_peak - self.rss_before) / MB
+        return None if self.model_bytes is None else self.model_bytes / MB
 
     def to_dict(self) -> dict[str, Any]:
         return {

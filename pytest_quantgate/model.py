@@ -6,12 +6,12 @@ timings for the test that made it, then returns plain text.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
-from .backend import Completion, LoadedModel, Message
+from .backend import Completion, LoadedModel, Message, stop_list
 from .worker import ModelCrashed
 from .variants import Variant
 
@@ -23,7 +23,8 @@ class QuantModel:
         loaded: LoadedModel,
         generation: Mapping[str, Any],
         seed: int | None,
-        record: Callable[[Completion], None],
+        measured: Callable[[Callable[[], Any]], Any],
+        n_ctx: int | None = None,
     ) -> None:
         self.variant = variant
         self._loaded = loaded
@@ -31,7 +32,8 @@ class QuantModel:
         self._params = {k: v for k, v in generation.items() if k != "max_tokens"}
         if seed is not None:
             self._params.setdefault("seed", seed)
-        self._record = record
+        self._measured = measured  # makes the call and records its tokens, timings, memory
+        self._n_ctx = n_ctx
         self.last: Completion | None = None  # the most recent call, for tests that want figures
         self.last_scores: list[float] = []
         self.last_perplexity: dict[str, Any] = {}
@@ -46,35 +48,62 @@ class QuantModel:
         return self._loaded.llm
 
     def generate(self, prompt: str, *, max_tokens: int | None = None,
-                 stop: Sequence[str] | None = None, **kw: Any) -> str:
-        """Raw completion of ``prompt``; greedy and seeded unless ``kw`` says otherwise."""
+                 stop: str | Sequence[str] | None = None, **kw: Any) -> str:
+        """Raw completion of ``prompt``; greedy and seeded unless ``kw`` says otherwise.
+        ``stop`` is one string or a list of strings."""
         __tracebackhide__ = True
+        if not isinstance(prompt, str) or not prompt:
+            _misuse(f"generate: expected a non-empty prompt string, got {_brief(prompt)}")
+        if stop is not None and not (isinstance(stop, str) or (
+                isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop))):
+            _misuse(f"generate: stop: expected a string or a list of strings, got {_brief(stop)}")
+        n = self._tokens_budget("generate", max_tokens)
         return self._run(lambda: self._loaded.complete(
-            prompt, max_tokens=max_tokens or self._max_tokens, stop=stop, params={**self._params, **kw}))
+            prompt, max_tokens=n, stop=stop_list(stop), params={**self._params, **kw}))
 
     def chat(self, message_or_messages: str | Sequence[Message], *, max_tokens: int | None = None,
              system: str | None = None, **kw: Any) -> str:
         """One user message (or a full message list) through the model's chat template."""
+        __tracebackhide__ = True
         if isinstance(message_or_messages, str):
+            if not message_or_messages:
+                _misuse("chat: the message is empty")
             messages: list[Message] = [{"role": "user", "content": message_or_messages}]
-        else:
+        elif isinstance(message_or_messages, (list, tuple)) and message_or_messages and all(
+                isinstance(m, Mapping) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in message_or_messages):
             messages = list(message_or_messages)
+        else:
+            _misuse("chat: expected a message string or a non-empty list of "
+                    f"{{'role': str, 'content': str}} messages, got {_brief(message_or_messages)}")
         if system is not None:
             messages.insert(0, {"role": "system", "content": system})
-        __tracebackhide__ = True
+        n = self._tokens_budget("chat", max_tokens)
         return self._run(lambda: self._loaded.chat(
-            messages, max_tokens=max_tokens or self._max_tokens, params={**self._params, **kw}))
+            messages, max_tokens=n, params={**self._params, **kw}))
+
+    def _tokens_budget(self, fn: str, max_tokens: int | None) -> int:
+        """``None`` is the configured default; anything else must be a real budget: 0 or -1
+        would silently mean "the default" or "up to n_ctx" in llama-cpp-python."""
+        __tracebackhide__ = True
+        if max_tokens is None:
+            return self._max_tokens
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            _misuse(f"{fn}: max_tokens: expected a positive integer, got {_brief(max_tokens)}")
+        if self._n_ctx is not None and max_tokens > self._n_ctx:
+            _misuse(f"{fn}: max_tokens={max_tokens} exceeds the context (llama.n_ctx {self._n_ctx}); "
+                    "lower it or raise n_ctx in quantgate.yaml")
+        return max_tokens
 
     def _run(self, call: Callable[[], Completion]) -> str:
         """Make the call, record it, return its text; a crashed worker fails the test cleanly."""
         __tracebackhide__ = True
         try:
-            c = call()
+            c: Completion = self._measured(call)
         except ModelCrashed as exc:
             crash = str(exc)
         else:
             self.last = c
-            self._record(c)
             return c.text
         pytest.fail(crash, pytrace=False)  # outside the except: no chained traceback
 
@@ -89,7 +118,11 @@ class QuantModel:
 
     def logprob(self, prompt: str, continuation: str) -> float:
         """Sum of log p(continuation | prompt), teacher-forced; no text is generated."""
-        return float(self._scorer().logprob(prompt, continuation)[0])
+        __tracebackhide__ = True
+        for what, text in (("prompt", prompt), ("continuation", continuation)):
+            if not isinstance(text, str) or not text:
+                _misuse(f"logprob: {what}: expected a non-empty string, got {_brief(text)}")
+        return float(self._score("logprob", lambda s: s.logprob(prompt, continuation))[0])
 
     def choose(self, prompt: str, options: Sequence[str], *, normalize: bool = False) -> int:
         """Index of the most likely option (lm-evaluation-harness style multiple choice).
@@ -98,7 +131,15 @@ class QuantModel:
         ``normalize`` scores are divided by each option's length in bytes (``acc_norm``).
         ``.last_scores`` keeps every option's score.
         """
-        best, self.last_scores = self._scorer().choose(prompt, options, normalize=normalize)
+        __tracebackhide__ = True
+        if not isinstance(prompt, str) or not prompt:
+            _misuse(f"choose: prompt: expected a non-empty string, got {_brief(prompt)}")
+        if isinstance(options, str) or not isinstance(options, Sequence) or not options:
+            _misuse(f"choose: options: expected a non-empty list of strings, got {_brief(options)}")
+        for i, opt in enumerate(options):
+            if not isinstance(opt, str) or not opt:
+                _misuse(f"choose: options[{i}]: expected a non-empty string, got {_brief(opt)}")
+        best, self.last_scores = self._score("choose", lambda s: s.choose(prompt, options, normalize=normalize))
         return int(best)
 
     def perplexity(self, text: str, *, n_ctx: int | None = None) -> float:
@@ -106,9 +147,40 @@ class QuantModel:
         (default: the model's), only the second half of each chunk scored."""
         from .fidelity import perplexity
 
-        result = perplexity(self._scorer(), text, n_ctx)
+        __tracebackhide__ = True
+        if not isinstance(text, str) or not text:
+            _misuse(f"perplexity: expected a non-empty text, got {_brief(text)}")
+        if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 4):
+            _misuse(f"perplexity: n_ctx: expected an integer of at least 4 (half of each chunk is "
+                    f"scored), got {_brief(n_ctx)}")
+        result = self._score("perplexity", lambda s: perplexity(s, text, n_ctx))
         self.last_perplexity = result
         return float(result["perplexity"])
 
+    def _score(self, fn: str, run: Callable[[Any], Any]) -> Any:
+        """Run a scoring function; its input problems (too long for the context, nothing to
+        score) fail the test with one line instead of a traceback from numpy or llama.cpp."""
+        from .fidelity import ScoringError
+
+        __tracebackhide__ = True
+        scorer = self._scorer()
+        try:
+            return self._measured(lambda: run(scorer))
+        except ScoringError as exc:
+            problem = str(exc)
+        _misuse(f"{fn}: {problem}")
+
     def __repr__(self) -> str:
         return f"<QuantModel {self.variant.name} {self.variant.path.name}>"
+
+
+def _misuse(message: str) -> NoReturn:
+    """A call the model cannot answer: the test fails with one line naming the call."""
+    __tracebackhide__ = True
+    pytest.fail(f"quant_model.{message}", pytrace=False)
+
+
+def _brief(value: Any) -> str:
+    import reprlib
+
+    return reprlib.repr(value)

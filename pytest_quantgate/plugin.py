@@ -118,13 +118,22 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
         raise ConfigError(f"{path.name}: {mismatch}")
     gate = config.getoption("quant_gate") or _gate_from_ini(config)
     report = config.getoption("quant_report")
-    if report and Path(report).is_dir():
-        raise ConfigError(f"--quant-report: {report} is a directory; give a file path such as {report}/quantgate.json")
-    if report and not os.access(Path(report).resolve().parent, os.W_OK):
-        raise ConfigError(f"--quant-report: cannot write to {Path(report).resolve().parent}")
     flag = config.getoption("quant_baseline")
     baseline_path = Path(flag).resolve() if flag else settings.baseline_path
     update = bool(config.getoption("quant_update_baseline"))
+    # The plugin never writes over its own inputs: the config, the model files, the corpus,
+    # and (unless blessing) the baseline it compares against.
+    inputs = {settings.config_path.resolve(): "the quantgate config",
+              **{s.path.resolve(): f"variant {s.name}'s model file" for s in settings.variants}}
+    if settings.fidelity_corpus is not None:
+        inputs[settings.fidelity_corpus.resolve()] = "the fidelity corpus"
+    if report:
+        report_inputs = dict(inputs)
+        if baseline_path is not None:
+            report_inputs[baseline_path] = "the baseline"
+        _check_output("--quant-report", report, report_inputs)
+    if update and baseline_path is not None:
+        _check_output("--quant-baseline" if flag else "baseline", str(baseline_path), inputs)
     baseline = None
     if baseline_path is not None and baseline_path.is_file() and not update:
         try:
@@ -136,6 +145,22 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
     return QuantSession(config, settings, variants, selected, gate,
                         Path(report).resolve() if report else None,
                         baseline_path=baseline_path, baseline=baseline, update_baseline=update)
+
+
+def _check_output(what: str, value: str, inputs: Mapping[Path, str]) -> None:
+    """Refuse an output path that is one of the run's inputs or cannot be created."""
+    path = Path(value).resolve()
+    for known, label in inputs.items():
+        if path == known or (path.exists() and known.exists() and os.path.samefile(path, known)):
+            raise ConfigError(f"{what}: {value} is {label}, an input of this run; "
+                              "write to another path")
+    if path.is_dir():
+        raise ConfigError(f"{what}: {value} is a directory; give a file path such as {value}/quantgate.json")
+    parent = path.parent
+    while not parent.exists():  # missing folders are created on write, like --junitxml
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"{what}: cannot write under {parent}")
 
 
 def _gate_from_ini(config: pytest.Config) -> str:
@@ -198,7 +223,8 @@ def pytest_quantgate_load_model(config: pytest.Config, variant: Variant,
     if qs is not None and qs.settings.isolation == "process":
         from .worker import WorkerBackend
 
-        return WorkerBackend().load(variant, llama_kwargs=llama_kwargs)
+        timeout = float(getattr(qs.settings, "call_timeout", 600.0))
+        return WorkerBackend(timeout=timeout).load(variant, llama_kwargs=llama_kwargs)
     from .backend import LlamaCppBackend
 
     return LlamaCppBackend().load(variant, llama_kwargs=llama_kwargs)

@@ -38,11 +38,12 @@ class LoadError(Exception):
 
 class ModelPool:
     def __init__(self, load: LoadFn, generation: Mapping[str, Any], seed: int | None,
-                 prepare: Callable[[], None] | None = None) -> None:
+                 prepare: Callable[[], None] | None = None, n_ctx: int | None = None) -> None:
         self._load = load
         self._prepare = prepare  # e.g. import llama_cpp, so its libraries are not billed to a variant
         self._generation = generation
         self._seed = seed
+        self._n_ctx = n_ctx  # so the model can refuse a max_tokens the context cannot hold
         self._proc = psutil.Process()
         self._resident: QuantModel | None = None
         self._failed: dict[str, str] = {}
@@ -50,6 +51,11 @@ class ModelPool:
         self.current_test: str | None = None  # nodeid the calls are attributed to
         self.test_totals: dict[str, CallTotals] = {}
         self.test_tokens: dict[str, list[tuple[int, ...]]] = {}  # nodeid -> each call's tokens
+        self.test_prompts: dict[str, list[tuple[int, ...]]] = {}  # nodeid -> each call's prompt
+
+    def load_failure(self, name: str) -> str | None:
+        """Why ``name`` could not be loaded (or died), if it could not."""
+        return self._failed.get(name)
 
     @property
     def resident(self) -> str | None:
@@ -84,24 +90,44 @@ class ModelPool:
         if hasattr(loaded, "memory_bytes"):  # out of process: the worker measures itself
             stats.rss_before = 0
             stats.rss_after_load = stats.rss_peak = int(loaded.memory_bytes)
+            stats.model_bytes = int(loaded.memory_bytes)
         else:
             stats.rss_after_load = stats.rss_peak = self._proc.memory_info().rss
+            stats.model_bytes = max(0, stats.rss_after_load - stats.rss_before)
         self._resident = QuantModel(
-            variant, loaded, self._generation, self._seed, lambda c: self._record(variant.name, c)
+            variant, loaded, self._generation, self._seed,
+            lambda call: self._measured(variant.name, loaded, call), n_ctx=self._n_ctx,
         )
         return self._resident
 
-    def _record(self, name: str, c: Completion) -> None:
+    def _measured(self, name: str, loaded: Any, call: Callable[[], Any]) -> Any:
+        """Make one call and bill the model only for what it adds *during* the call.
+
+        Memory the test's own code allocates between calls (a lazily loaded dataset, a cache)
+        is not the model's: measuring RSS around the load and around each call keeps it out,
+        so a variant's figure does not depend on which variant ran first.
+        """
+        before = self._proc.memory_info().rss
+        c = call()
+        after = self._proc.memory_info().rss
         stats = self.stats[name]
-        stats.totals.add(c)
-        loaded: Any = self._resident._loaded if self._resident is not None else None
-        rss = int(loaded.memory_bytes) if hasattr(loaded, "memory_bytes") else self._proc.memory_info().rss
+        if hasattr(loaded, "memory_bytes"):  # the worker's own peak, nothing else in it
+            stats.model_bytes = max(stats.model_bytes or 0, int(loaded.memory_bytes))
+            rss = int(loaded.memory_bytes)
+        else:
+            stats.model_bytes = (stats.model_bytes or 0) + max(0, after - before)
+            rss = after
         if stats.rss_peak is None or rss > stats.rss_peak:
             stats.rss_peak = rss
+        if not isinstance(c, Completion):  # a scoring call: memory only, no generation figures
+            return c
+        stats.totals.add(c)
         if self.current_test is not None:
             self.test_totals.setdefault(self.current_test, CallTotals()).add(c)
             if c.tokens:
                 self.test_tokens.setdefault(self.current_test, []).append(c.tokens)
+                self.test_prompts.setdefault(self.current_test, []).append(c.tokens[:c.prompt_tokens])
+        return c
 
     def release(self) -> None:
         """Close the resident model (``Llama.close()``) so the next variant loads alone."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from .atomic import write_text
 from .config import Settings
 from .summary import Summary
 
@@ -28,10 +29,8 @@ def report_dict(summary: Summary, settings: Settings) -> dict[str, Any]:
 
 
 def write_report(path: Path, summary: Summary, settings: Settings) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report_dict(summary, settings), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)  # a reader never sees half a report
+    """Raises OSError (nothing left behind) when the file cannot be written."""
+    write_text(path, json.dumps(report_dict(summary, settings), indent=2, sort_keys=True) + "\n")
 
 
 def environment(settings: Settings) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import psutil
 import pytest
@@ -18,11 +18,12 @@ from .baseline import (
     build_baseline,
     case_key,
     compare_group,
+    dumps,
     fingerprint_changes,
     merge_baseline,
     read_baseline,
-    write_baseline,
 )
+from .atomic import write_text
 from .config import Settings
 from .stats import paired, wilson
 from .measure import CallTotals
@@ -59,8 +60,6 @@ class RubricItem(pytest.Item):
     def runtest(self) -> None:
         __tracebackhide__ = True
         qs = self.config.stash[SESSION_KEY]
-        if qs.all_skipped(self.group, self.variant):
-            pytest.skip(f"every case of this group was skipped for {self.variant}")
         try:
             verdict = qs.verdict(self.group, self.variant)
         except Exception as exc:  # never lose the verdict: record it as a failed one
@@ -103,17 +102,21 @@ class QuantSession:
         self.baseline = baseline  # None when absent or being rewritten
         self.update_baseline = update_baseline
         seed = settings.llama.get("seed")
+        n_ctx = settings.llama.get("n_ctx")
         self.pool = ModelPool(self._load, settings.generation, seed if isinstance(seed, int) else None,
-                              prepare=_import_llama_cpp)
+                              prepare=_import_llama_cpp,
+                              n_ctx=n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None)
         self.groups: dict[str, Group] = {}
         self._item_group: dict[str, str] = {}  # nodeid -> group key
         self.cases: dict[str, CaseRecord] = {}  # nodeid -> final outcome
         self.verdicts: dict[tuple[str, str], dict[str, Any]] = {}
         self.variant_snapshots: dict[str, dict[str, Any]] = {}
         self.other_failures = 0  # failures in tests that are not about a variant
-        self.ref_dists: dict[str, tuple[list[Any], list[Any]]] = {}  # group/corpus -> reference top-k
+        self.ref_dists: dict[str, Any] = {}  # group/corpus -> fidelity.ReferenceData
         self.summary: Summary | None = None
         self.baseline_note: str | None = None
+        self.output_errors: list[str] = []  # outputs that could not be written, one line each
+        self.narrowed = False  # -k, -m, --deselect, --lf or node ids: the run saw a subset
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self, variant: Variant) -> Any:
@@ -134,13 +137,15 @@ class QuantSession:
                 f"needs at least {need / MB:,.0f} MB (weights, KV cache, logits) but only "
                 f"{available / MB:,.0f} MB is available; not loaded"
             )
-        ceilings = [g.rubric.memory_mb for g in self.groups.values() if g.rubric.memory_mb]
-        if self.settings.rubric_defaults.memory_mb:
-            ceilings.append(self.settings.rubric_defaults.memory_mb)
-        if ceilings and need / MB > GUARD_FACTOR * min(ceilings):
+        # Refuse on the rubric only when no group could pass: every group has a memory_mb
+        # ceiling and the floor is far over even the loosest. A tight ceiling on one slice
+        # must not block the variant for the slices that have none.
+        ceilings = [g.rubric.memory_mb for g in self.groups.values()]
+        if ceilings and all(ceilings) and need / MB > GUARD_FACTOR * max(c for c in ceilings if c):
+            loosest = max(c for c in ceilings if c)
             raise MemoryError(
-                f"needs at least {need / MB:,.0f} MB, over {GUARD_FACTOR}x the rubric's "
-                f"memory_mb {min(ceilings):g}; not loaded (raise memory_mb or drop the variant)"
+                f"needs at least {need / MB:,.0f} MB, over {GUARD_FACTOR}x the loosest memory_mb "
+                f"{loosest:g} of its groups; not loaded (raise memory_mb or drop the variant)"
             )
 
     # -- collection ------------------------------------------------------------------------
@@ -287,6 +292,12 @@ class QuantSession:
             and self.groups[group_key].rubric.counts_misses
             and call.excinfo is not None and call.excinfo.errisinstance(AssertionError)
         ):
+            origin = _raised_in_library(call.excinfo)
+            if origin is not None:
+                # llama-cpp-python's own `assert self.n_tokens > 0` is a fault, not a wrong answer
+                rep.sections.append(("quantgate", f"AssertionError raised inside {origin}: "
+                                                  "counted as a failure, not a miss"))
+                return
             # A miss: it counts against the group's accuracy instead of failing the session.
             rep.outcome = "skipped"
             first = (str(call.excinfo.value) or "assertion failed").splitlines()[0]
@@ -320,26 +331,48 @@ class QuantSession:
         if report.when == "teardown" and prev is not None and outcome != "error":
             return  # a clean teardown keeps the call's outcome
         message = ""
-        if outcome == "miss":
+        if outcome == "skipped" and isinstance(report.longrepr, tuple):
+            message = _one_line(str(report.longrepr[2]))  # (path, line, "Skipped: why")
+        elif outcome == "miss":
             message = str(getattr(report, "wasxfail", ""))[len(MISS_PREFIX):]
         elif outcome in ("failed", "error"):
             message = _one_line(report.longreprtext.strip().splitlines()[-1] if report.longreprtext else "")
         self.cases[report.nodeid] = CaseRecord(report.nodeid, case["variant"], case["group"], outcome, message)
 
     # -- verdicts --------------------------------------------------------------------------
-    def all_skipped(self, group: Group, variant_name: str) -> bool:
+    def _case_counts(self, group: Group, variant_name: str) -> dict[str, Any]:
         mine = [c for c in self.cases.values() if c.group == group.key and c.variant == variant_name]
-        return bool(mine) and all(c.outcome == "skipped" for c in mine)
+        ran = [c for c in mine if c.outcome != "skipped"]
+        passed = sum(c.outcome == "passed" for c in ran)
+        return {"cases": len(ran), "passed_cases": passed,
+                "misses": sum(c.outcome == "miss" for c in ran),
+                "failures": sum(c.outcome in ("failed", "error") for c in ran),
+                "accuracy": passed / len(ran) if ran else None,
+                "accuracy_ci": list(wilson(passed, len(ran))) if ran else None}
 
     def failed_verdict(self, group: Group, variant_name: str, reason: str) -> dict[str, Any]:
+        """A verdict whose evaluation raised: it fails, but keeps the figures of the cases that ran."""
         return {"group": group.key, "variant": variant_name, "thresholds": group.rubric.thresholds(),
-                "cases": 0, "passed_cases": 0, "misses": 0, "failures": 0, "accuracy": None,
-                "reasons": [reason]}
+                **self._case_counts(group, variant_name), "reasons": [reason]}
+
+    def _no_evidence(self, group: Group, variant_name: str) -> str | None:
+        """Why there is nothing to judge, if so: no evidence is not a pass."""
+        mine = [c for c in self.cases.values() if c.group == group.key and c.variant == variant_name]
+        if any(c.outcome != "skipped" for c in mine):
+            return None
+        why = next((c.message for c in mine if c.message), "")
+        return (f"no verdict: none of its {len(mine)} case(s) was evaluated on {variant_name}, "
+                f"all skipped{': ' + why if why else ''}")
 
     def verdict(self, group: Group, variant_name: str) -> dict[str, Any]:
         """Figures and reasons for one (group, variant); pure evaluation lives in rubric.py."""
         mine = [c for c in self.cases.values() if c.group == group.key and c.variant == variant_name]
         ran = [c for c in mine if c.outcome != "skipped"]
+        no_evidence = self._no_evidence(group, variant_name)
+        if no_evidence is not None:
+            verdict = self.failed_verdict(group, variant_name, no_evidence)
+            verdict["no_verdict"] = True
+            return verdict
         totals = self._group_totals(group.key, variant_name)
         variant = self.variants[variant_name]
         stats = self.pool.stats.get(variant_name)
@@ -359,6 +392,9 @@ class QuantSession:
         )
         fig = self._comparisons(group, variant_name, mine, fig)
         reasons = evaluate(group.rubric, fig)
+        not_loaded = self.pool.load_failure(variant_name)
+        if not_loaded is not None:  # the cause, not "accuracy 0.00" from cases that never ran
+            reasons = [not_loaded]
         if isinstance(variant, BrokenVariant):
             reasons.insert(0, variant.reason)
         return {
@@ -432,15 +468,7 @@ class QuantSession:
                   mine: list[CaseRecord]) -> tuple[dict[str, Any] | None, str | None]:
         """KLD, top-1 agreement and perplexity ratio of ``variant`` against the reference,
         on the tokens the reference's own calls in this group produced (or on the corpus)."""
-        from .fidelity import (
-            Fidelity,
-            Scorer,
-            TopK,
-            load_reference,
-            perplexity_chunks,
-            save_reference,
-            score_sequences,
-        )
+        from .fidelity import Fidelity, Scorer, ScoringError
 
         ref_name = self.settings.reference
         if ref_name is None:
@@ -455,55 +483,157 @@ class QuantSession:
         if model.llm is None:
             return None, "fidelity needs the model in the test process (isolation: none)"
         scorer = Scorer(model.llm)
-        key = "corpus" if self.settings.fidelity_corpus is not None else group.key
-
-        def score(seqs: list[list[int]]) -> Any:  # the corpus is scored like llama-perplexity
-            return perplexity_chunks(scorer, seqs) if key == "corpus" else score_sequences(scorer, seqs)
-
-        if variant == ref_name:
-            if key in self.ref_dists:
+        corpus = self.settings.fidelity_corpus is not None
+        slot = "corpus" if corpus else group.key
+        key, path = self._ref_key(slot)
+        try:
+            if variant == ref_name:
+                if slot not in self.ref_dists:
+                    self.ref_dists[slot] = self._score_reference(scorer, key, mine)
+                    if path is not None:
+                        self._save_reference(path, self.ref_dists[slot])
                 return {"positions": 0, "reference": True}, None
-            if self.settings.fidelity_corpus is not None:
-                text = self.settings.fidelity_corpus.read_text(encoding="utf-8")
-                try:
-                    seqs = scorer.chunks(text, self.settings.fidelity_n_ctx)
-                except ValueError as exc:
-                    return None, f"fidelity.corpus: {exc}"
-            else:
-                seqs = [list(t) for c in mine for t in self.pool.test_tokens.get(c.nodeid, [])]
-            tops = [TopK.from_logprobs(lp, nxt, self.settings.fidelity_top_k) for lp, nxt in score(seqs)]
-            self.ref_dists[key] = (seqs, tops)
-            path = self._ref_cache_file(key)
-            if path is not None:
-                save_reference(path, seqs, tops)
-            return {"positions": 0, "reference": True}, None
-        ref = self.ref_dists.get(key)
-        path = self._ref_cache_file(key)
-        if ref is None and path is not None and path.is_file():
-            ref = self.ref_dists[key] = load_reference(path)
-        if ref is None:
-            return None, (f"reference {ref_name} did not run in this session and no cached "
-                          f"distributions exist for {key}; run once with {ref_name} selected")
-        seqs, tops = ref
-        fid = Fidelity()
-        for (lp, nxt), top in zip(score(seqs), tops, strict=True):
-            fid.add(top, lp, nxt)
+            ref = self.ref_dists.get(slot)
+            if ref is None and path is not None and path.is_file():
+                ref = self._load_reference(path, key)
+            if ref is None:
+                return None, (f"reference {ref_name} did not run in this session and no cached "
+                              f"distributions match this setup for {_short_key(slot)}; "
+                              f"run once with {ref_name} selected")
+            pairs, stale = self._reference_pairs(ref, variant, mine, scorer)
+            if stale:
+                return None, stale
+            fid = Fidelity()
+            for seq, top in pairs:
+                for lp, nxt in self._score(scorer, [seq]):
+                    fid.add(top, lp, nxt)
+        except ScoringError as exc:
+            return None, f"fidelity: {exc}"
         out: dict[str, Any] = dict(fid.summary())
         out["reference"] = ref_name
-        out["source"] = "corpus" if key == "corpus" else "group"
+        out["source"] = "corpus" if corpus else "group"
         return out, None
 
-    def _ref_cache_file(self, key: str) -> Path | None:
-        ref = self.variants.get(self.settings.reference or "")
-        cache = getattr(self.config, "cache", None)
-        if not isinstance(ref, Variant) or cache is None:
-            return None
+    def _score(self, scorer: Any, seqs: list[list[int]]) -> Any:
+        from .fidelity import perplexity_chunks, score_sequences
+
+        if self.settings.fidelity_corpus is not None:  # the corpus is scored like llama-perplexity
+            return perplexity_chunks(scorer, seqs)
+        return score_sequences(scorer, seqs)
+
+    def _corpus_chunks(self, scorer: Any) -> list[list[int]]:
+        from .fidelity import ScoringError
+
+        assert self.settings.fidelity_corpus is not None
+        text = self.settings.fidelity_corpus.read_text(encoding="utf-8")
+        try:
+            return [list(c) for c in scorer.chunks(text, self.settings.fidelity_n_ctx)]
+        except ScoringError as exc:
+            raise ScoringError(f"fidelity.corpus: {exc}") from None
+
+    def _score_reference(self, scorer: Any, key: str, mine: list[CaseRecord]) -> Any:
+        from .fidelity import CaseReference, ReferenceData, TopK
+
+        k = self.settings.fidelity_top_k
+        if self.settings.fidelity_corpus is not None:
+            seqs = self._corpus_chunks(scorer)
+            tops = [TopK.from_logprobs(lp, nxt, k) for lp, nxt in self._score(scorer, seqs)]
+            return ReferenceData(key, {"corpus": CaseReference((), seqs, tops)})
+        cases: dict[str, CaseReference] = {}
+        for c in mine:
+            prompts = self.pool.test_prompts.get(c.nodeid)
+            if not prompts:
+                continue
+            seqs = [list(t) for t in self.pool.test_tokens.get(c.nodeid, []) if len(t) >= 2]
+            tops = [TopK.from_logprobs(lp, nxt, k) for lp, nxt in self._score(scorer, seqs)]
+            cases[case_key(c.nodeid, c.variant)] = CaseReference(tuple(prompts[0]), seqs, tops)
+        return ReferenceData(key, cases)
+
+    def _reference_pairs(self, ref: Any, variant: str, mine: list[CaseRecord],
+                         scorer: Any) -> tuple[list[tuple[list[int], Any]], str | None]:
+        """(sequence, reference top-k) to score for ``variant``'s cases, or why the reference
+        data does not describe them: cases it lacks, or a first prompt that differs (the test
+        or its data changed since the reference was scored)."""
+        ref_name = self.settings.reference
+        if self.settings.fidelity_corpus is not None:
+            data = ref.cases.get("corpus")
+            if data is None or data.seqs != self._corpus_chunks(scorer):
+                return [], (f"the cached {ref_name} distributions were made on other corpus "
+                            f"tokens; run once with {ref_name} selected")
+            return list(zip(data.seqs, data.tops, strict=True)), None
+        pairs: list[tuple[list[int], Any]] = []
+        missing: list[str] = []
+        changed: list[str] = []
+        for c in mine:
+            prompts = self.pool.test_prompts.get(c.nodeid)
+            if not prompts:
+                continue  # the case made no call on this variant: nothing to compare
+            ck = case_key(c.nodeid, variant)
+            data = ref.cases.get(ck)
+            if data is None:
+                missing.append(ck)
+            elif data.first_prompt != tuple(prompts[0]):
+                changed.append(ck)
+            else:
+                pairs.extend(zip(data.seqs, data.tops, strict=True))
+        if changed:
+            return [], (f"the {ref_name} distributions are stale: the prompt of {len(changed)} "
+                        f"case(s) changed since they were scored (e.g. {changed[0]}); "
+                        f"run once with {ref_name} selected")
+        if missing:
+            return [], (f"{ref_name} has no distributions for {len(missing)} case(s) "
+                        f"(e.g. {missing[0]}); run them with {ref_name} selected")
+        if not pairs:
+            return [], "no tokens to score"
+        return pairs, None
+
+    def _ref_key(self, slot: str) -> tuple[str, Path | None]:
+        """The key of the reference's distributions: everything they depend on. The test
+        module's source is in it for a group; the corpus's content for the corpus."""
         import hashlib
 
-        ident = json.dumps([ref.sha256, key, dict(self.settings.llama), self.settings.fidelity_top_k,
-                            self.settings.fidelity_n_ctx, str(self.settings.fidelity_corpus)], sort_keys=True)
-        digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
-        return Path(cache.mkdir("quantgate-fidelity")) / f"{digest}.npz"
+        ref = self.variants.get(self.settings.reference or "")
+        parts: dict[str, Any] = {
+            "reference_sha256": ref.sha256 if isinstance(ref, Variant) else None,
+            "slot": slot, "llama": dict(self.settings.llama),
+            "generation": dict(self.settings.generation), "top_k": self.settings.fidelity_top_k,
+            "n_ctx": self.settings.fidelity_n_ctx,
+        }
+        if self.settings.fidelity_corpus is not None:
+            parts["corpus_sha256"] = hashlib.sha256(self.settings.fidelity_corpus.read_bytes()).hexdigest()
+        else:
+            module = self.config.rootpath / slot.split("::", 1)[0]
+            parts["module_sha256"] = (hashlib.sha256(module.read_bytes()).hexdigest()
+                                      if module.is_file() else None)
+        key = json.dumps(parts, sort_keys=True, default=str)
+        cache = getattr(self.config, "cache", None)
+        if not isinstance(ref, Variant) or cache is None:
+            return key, None
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return key, Path(cache.mkdir("quantgate-fidelity")) / f"{digest}.npz"
+
+    def _load_reference(self, path: Path, key: str) -> Any:
+        from .fidelity import ReferenceFileError, load_reference
+
+        try:
+            return load_reference(path, key)
+        except ReferenceFileError as exc:
+            import warnings
+
+            warnings.warn(pytest.PytestWarning(f"quantgate: ignoring cached reference distributions "
+                                               f"{path.name}: {exc}"), stacklevel=1)
+            return None
+
+    def _save_reference(self, path: Path, ref: Any) -> None:
+        from .fidelity import save_reference
+
+        try:
+            save_reference(path, ref)
+        except OSError as exc:  # the cache is an optimization: the run goes on without it
+            import warnings
+
+            warnings.warn(pytest.PytestWarning(f"quantgate: cannot cache reference distributions: "
+                                               f"{exc.strerror or exc}"), stacklevel=1)
 
     def _group_totals(self, group_key: str, variant: str) -> CallTotals:
         total = CallTotals()
@@ -541,36 +671,50 @@ class QuantSession:
         interrupted = (exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
                        or bool(session.shouldfail))
         self.summary = self.build(incomplete=interrupted)
+        fresh = build_baseline(self.summary, list(self.cases.values()), dict(self.settings.llama),
+                               dict(self.settings.generation))
+        blessed: dict[str, Any] | None = None
         if self.update_baseline and self.baseline_path is not None and self.summary.rows:
             if interrupted:
                 self.baseline_note = "baseline not written: the run was interrupted"
             else:
-                fresh_baseline = build_baseline(
-                    self.summary, list(self.cases.values()), dict(self.settings.llama),
-                    dict(self.settings.generation))
+                blessed = fresh
                 if self.baseline_path.is_file():
                     try:
-                        fresh_baseline = merge_baseline(read_baseline(self.baseline_path), fresh_baseline)
+                        blessed = merge_baseline(read_baseline(self.baseline_path), fresh,
+                                                 **self._bless_scope())
                     except BaselineError:
                         pass  # unreadable: this run's results replace it
-                write_baseline(self.baseline_path, fresh_baseline)
                 self.baseline_note = f"baseline written: {self.baseline_path}"
         elif self.baseline is not None:
-            fresh = build_baseline(self.summary, list(self.cases.values()), dict(self.settings.llama),
-                                   dict(self.settings.generation))["fingerprint"]
-            changes = fingerprint_changes(self.baseline["fingerprint"], fresh)
+            changes = fingerprint_changes(self.baseline["fingerprint"], fresh["fingerprint"])
             self.summary.baseline_changes = changes
             self.baseline_note = "baseline: " + ("; ".join(changes) if changes else "same setup")
         self.summary.baseline_note = self.baseline_note
         self.config.hook.pytest_quantgate_summary(config=self.config, summary=self.summary)
+        # Each output on its own: a full disk or a read-only directory costs that one file,
+        # with one error line, never the others or the table.
+        if blessed is not None and self.baseline_path is not None:
+            if self._write("baseline", self.baseline_path, lambda p: write_text(p, dumps(blessed))):
+                self.summary.baseline_note = self.baseline_note = (
+                    f"baseline NOT written: {self.baseline_path}")
         if self.report_path is not None:
             from .report import write_report
 
-            write_report(self.report_path, self.summary, self.settings)
+            summary = self.summary
+            self._write("--quant-report", self.report_path,
+                        lambda p: write_report(p, summary, self.settings))
         step = os.environ.get("GITHUB_STEP_SUMMARY")
         if step and self.summary.rows:
-            with open(step, "a", encoding="utf-8") as fh:
-                fh.write(render_markdown(self.summary))
+            markdown = render_markdown(self.summary)
+
+            def append(p: Path) -> None:
+                with open(p, "a", encoding="utf-8") as fh:
+                    fh.write(markdown)
+
+            self._write("GITHUB_STEP_SUMMARY", Path(step), append)
+        if self.output_errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a lost output must not look green
         if (
             self.gate == "any"
             and session.exitstatus == pytest.ExitCode.TESTS_FAILED
@@ -580,12 +724,36 @@ class QuantSession:
             # --quant-gate=any: one passing rung is enough; failures outside variants still count.
             session.exitstatus = pytest.ExitCode.OK
 
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.narrowed = True
+
+    def _bless_scope(self) -> dict[str, Any]:
+        """How a bless merges into the existing baseline: a run that saw only part of the
+        suite keeps every case it did not run; a full run drops cases that no longer exist.
+        Cases skipped in this run are kept either way: a skip is not evidence."""
+        narrowed = self.narrowed or any("::" in str(a) for a in self.config.args)
+        skipped: dict[str, dict[str, list[str]]] = {}
+        for c in self.cases.values():
+            if c.outcome == "skipped" and c.group is not None:
+                skipped.setdefault(c.variant, {}).setdefault(c.group, []).append(case_key(c.nodeid, c.variant))
+        return {"keep_unseen": narrowed, "skipped": skipped}
+
+    def _write(self, what: str, path: Path, write: Callable[[Path], None]) -> bool:
+        """Run one output write; on failure keep one line for the terminal and return True."""
+        try:
+            write(path)
+        except OSError as exc:
+            self.output_errors.append(f"{what}: cannot write {path}: {exc.strerror or exc}")
+            return True
+        return False
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.summary is None or not self.summary.rows:
-            return
-        terminalreporter.write_sep("=", "quantgate")
-        for line in render_lines(self.summary):
-            terminalreporter.write_line(line)
+        if self.summary is not None and self.summary.rows:
+            terminalreporter.write_sep("=", "quantgate")
+            for line in render_lines(self.summary):
+                terminalreporter.write_line(line)
+        for line in self.output_errors:
+            terminalreporter.write_line(f"ERROR: {line}", red=True, bold=True)
 
     def pytest_report_header(self, config: pytest.Config) -> str:
         names = ", ".join(self.selected)
@@ -625,6 +793,27 @@ def _case_outcome(report: pytest.TestReport) -> str | None:
             return "miss" if wasxfail is not None and wasxfail.startswith(MISS_PREFIX) else "skipped"
         return "passed" if report.passed else "failed"
     return "error" if report.failed else "passed"
+
+
+def _raised_in_library(excinfo: pytest.ExceptionInfo[BaseException]) -> str | None:
+    """The module an AssertionError came from if that is llama_cpp or this plugin: an
+    ``assert`` inside them (llama-cpp-python's ``assert self.n_tokens > 0``) is a fault, not
+    a wrong answer. Anything else (the test, the project's helpers, unittest's or numpy's
+    assert helpers) is a check the model failed: a miss."""
+    tb = excinfo.tb
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    if not isinstance(module, str):
+        return None
+    top = module.split(".", 1)[0]
+    if top == "llama_cpp" or (top == __name__.split(".", 1)[0] and module != f"{top}.checks"):
+        return module
+    return None
+
+
+def _short_key(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
 
 
 def _is_verdict(report: pytest.TestReport) -> bool:

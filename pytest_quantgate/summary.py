@@ -43,6 +43,7 @@ class GroupResult:
     baseline: dict[str, Any] | None = None  # GroupComparison.to_dict()
     vs_reference: dict[str, Any] | None = None  # PairedComparison.to_dict() + reference name
     fidelity: dict[str, Any] | None = None  # mean/p99 KLD, top-1 agreement, perplexity ratio
+    no_verdict: bool = False  # no case was evaluated: nothing to judge, so never a pass
 
 
 @dataclass
@@ -80,6 +81,10 @@ class Summary:
     environment: dict[str, Any] = field(default_factory=dict)
     baseline_note: str | None = None  # "baseline: llama-cpp-python 0.3.35 -> 0.3.36; ..."
     baseline_changes: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # group key -> shortest unambiguous name
+
+    def label(self, group: str) -> str:
+        return self.labels.get(group) or group_labels([group])[group]
 
     def row(self, name: str) -> VariantRow:
         return next(r for r in self.rows if r.name == name)
@@ -93,6 +98,7 @@ class Summary:
             "environment": self.environment,
             "baseline": {"note": self.baseline_note, "changes": self.baseline_changes},
             "groups": self.groups,
+            "group_labels": {g: self.label(g) for g in self.groups},
             "variants": [_row_dict(r) for r in self.rows],
         }
 
@@ -117,6 +123,7 @@ def build_summary(
     for g, _ in verdicts:
         if g not in groups:
             groups.append(g)
+    labels = group_labels(groups)
     rows: list[VariantRow] = []
     for name in names:
         info = variants[name]
@@ -145,10 +152,11 @@ def build_summary(
                 baseline=v.get("baseline"),
                 vs_reference=v.get("vs_reference"),
                 fidelity=v.get("fidelity"),
+                no_verdict=bool(v.get("no_verdict")),
             )
         reasons: list[str] = []
         for g, gr in group_results.items():
-            reasons.extend(f"{_short(g)}: {r}" for r in gr.reasons)
+            reasons.extend(f"{labels[g]}: {r}" for r in gr.reasons)
         if failed:
             reasons.append(f"{len(failed)} test(s) failed: {failed[0]}")
         stats = info.get("stats") or {}
@@ -190,6 +198,7 @@ def build_summary(
         gate=gate,
         incomplete=incomplete,
         environment=environment or {},
+        labels=labels,
     )
 
 
@@ -217,9 +226,23 @@ def _pool_fidelity(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     }
 
 
-def _short(group: str) -> str:
-    """``tests/test_qa.py::TestX`` -> ``test_qa.py::TestX``: enough to tell groups apart."""
-    return group.rsplit("/", 1)[-1]
+def group_labels(groups: list[str]) -> dict[str, str]:
+    """Each group key by its shortest unambiguous name: ``a/test_x.py`` and ``b/test_x.py``
+    keep their folders, a lone ``tests/test_qa.py::TestX`` shows as ``test_qa.py::TestX``."""
+
+    def name(group: str, depth: int) -> str:
+        path, sep, rest = group.partition("::")
+        parts = path.split("/")
+        return "/".join(parts[-depth:]) + sep + rest
+
+    out: dict[str, str] = {}
+    for g in groups:
+        depth = 1
+        while depth < g.partition("::")[0].count("/") + 1 and any(
+                name(h, depth) == name(g, depth) for h in groups if h != g):
+            depth += 1
+        out[g] = name(g, depth)
+    return out
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -235,6 +258,9 @@ def _row_cells(summary: Summary, r: VariantRow, marks: tuple[str, str], ok: str,
         if gr is None:
             cells.append("-")
             continue
+        if gr.no_verdict:
+            cells.append("no verdict")
+            continue
         acc = "n/a" if gr.accuracy is None else f"{gr.accuracy:.2f}"
         if gr.accuracy_ci:
             acc += f" [{gr.accuracy_ci[0]:.2f}-{gr.accuracy_ci[1]:.2f}]"
@@ -249,7 +275,7 @@ def render_lines(summary: Summary) -> list[str]:
         return ["no quant variant ran"]
     lines: list[str] = [summary.baseline_note] if summary.baseline_note else []
     header = ["variant", "disk MB", "mem MB", "load s", "gen tok/s"]
-    header += [_short(g) for g in summary.groups]
+    header += [summary.label(g) for g in summary.groups]
     header += ["verdict"]
     table: list[list[str]] = [header]
     table += [_row_cells(summary, r, (PASS_MARK, FAIL_MARK), "pass", "FAIL: ") for r in summary.rows]
@@ -266,7 +292,7 @@ def render_lines(summary: Summary) -> list[str]:
     if len(summary.groups) > 1:
         for g in summary.groups:
             best = summary.smallest_passing_by_group.get(g)
-            lines.append(f"  {_short(g)}: {('smallest passing ' + best) if best else 'no variant passes'}")
+            lines.append(f"  {summary.label(g)}: {('smallest passing ' + best) if best else 'no variant passes'}")
     return lines
 
 
@@ -285,10 +311,10 @@ def _comparison_lines(summary: Summary) -> list[str]:
                     parts.append(f"{len(b['added'])} new, {len(b['removed'])} removed cases not compared")
                 p = mcnemar_exact(len(b["regressions"]), len(b["fixes"]))
                 noise = f"; McNemar p={p:.3g}" + (", within noise" if b["regressions"] and p >= 0.05 else "")
-                out.append(f"{r.name} {_short(g)} vs baseline: " + "; ".join(parts) + noise)
+                out.append(f"{r.name} {summary.label(g)} vs baseline: " + "; ".join(parts) + noise)
             f = gr.fidelity
             if f and f.get("positions"):
-                out.append(f"{r.name} {_short(g)} fidelity vs {f['reference']}: mean KLD {f['mean_kld']:.4f}, "
+                out.append(f"{r.name} {summary.label(g)} fidelity vs {f['reference']}: mean KLD {f['mean_kld']:.4f}, "
                            f"p99 {f['p99_kld']:.3f}, top-1 {f['top1_agreement'] * 100:.1f}%, "
                            f"PPL ratio {f['perplexity_ratio']:.3f} ({f['positions']} positions)")
             ref = gr.vs_reference
@@ -299,7 +325,7 @@ def _comparison_lines(summary: Summary) -> list[str]:
                             f"{gr.thresholds.get('max_drop_vs_reference', 0):.2f} as significant")
                 elif ref["drop"] > 0 and ref["p_value"] >= 0.05:
                     note = "; within noise"
-                out.append(f"{r.name} {_short(g)} vs {ref['reference']}: {ref['drop']:+.2f} drop "
+                out.append(f"{r.name} {summary.label(g)} vs {ref['reference']}: {ref['drop']:+.2f} drop "
                            f"(lost {ref['lost']}, gained {ref['gained']}, McNemar p={ref['p_value']:.3g}){note}")
     return out
 
@@ -317,7 +343,7 @@ def _widths(table: list[list[str]]) -> list[int]:
 def render_markdown(summary: Summary) -> str:
     """The same table for ``$GITHUB_STEP_SUMMARY``."""
     header = ["variant", "disk MB", "mem MB", "load s", "gen tok/s"]
-    header += [f"`{_short(g)}`" for g in summary.groups] + ["verdict"]
+    header += [f"`{summary.label(g)}`" for g in summary.groups] + ["verdict"]
     out = ["### quantgate", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in summary.rows:
         cells = _row_cells(summary, r, ("✅", "❌"), "✅ pass", "❌ ")

@@ -57,26 +57,46 @@ class BrokenVariant:
     reason: str
 
 
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 
 
-def inspect_file(path: Path, cache: KeyValueCache | None = None) -> tuple[GGUFInfo, str]:
-    """(GGUF info, SHA-256) of ``path``, cached by (path, size, mtime) so big files are read once.
+def inspect_file(path: Path, cache: KeyValueCache | None = None, *,
+                 verify: bool = False) -> tuple[GGUFInfo, str]:
+    """(GGUF info, SHA-256) of ``path``, cached so big files are read once.
 
-    Raises GGUFError for a file llama.cpp could not load.
+    The cache is keyed by path, size, mtime *and* ctime, inode and device: ``touch -r``,
+    ``cp -p``, ``rsync -a`` and tar restore an mtime, but nothing in user space can set a
+    ctime, so a file changed in place is always re-read. ``verify`` (a pinned file) hashes the
+    file for real whatever the cache says: anyone who can write ``.pytest_cache`` could forge
+    an entry. Raises GGUFError for a file llama.cpp could not load.
     """
     st = path.stat()
-    stamp = [st.st_size, st.st_mtime_ns]
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
     key = f"quantgate/files/v{_CACHE_VERSION}/{path}"
     if cache is not None:
-        hit = cache.get(key, None)
-        if isinstance(hit, dict) and hit.get("stamp") == stamp:
-            return GGUFInfo.from_dict(hit["info"]), str(hit["sha256"])
+        hit = _cached(cache.get(key, None), stamp)
+        if hit is not None:
+            info, digest = hit
+            if not verify or sha256_file(path) == digest:
+                return info, digest
     info = read_info(path)
     digest = sha256_file(path)
     if cache is not None:
         cache.set(key, {"stamp": stamp, "info": info.to_dict(), "sha256": digest})
     return info, digest
+
+
+def _cached(entry: Any, stamp: list[int]) -> tuple[GGUFInfo, str] | None:
+    """A cache entry that proves its key and shape, or None (a miss, never a crash)."""
+    if not isinstance(entry, dict) or entry.get("stamp") != stamp:
+        return None
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        return None
+    try:
+        return GGUFInfo.from_dict(entry.get("info")), digest
+    except (ValueError, TypeError):
+        return None
 
 
 def name_from_metadata(path: Path, cache: KeyValueCache | None = None) -> str:
@@ -89,7 +109,7 @@ def name_from_metadata(path: Path, cache: KeyValueCache | None = None) -> str:
 
 def resolve(spec: VariantSpec, cache: KeyValueCache | None = None) -> Variant | BrokenVariant:
     try:
-        info, digest = inspect_file(spec.path, cache)
+        info, digest = inspect_file(spec.path, cache, verify=spec.sha256 is not None)
     except GGUFError as exc:
         return BrokenVariant(spec.name, spec.path, f"{spec.path.name}: {exc}")
     except OSError as exc:
@@ -105,17 +125,28 @@ def resolve(spec: VariantSpec, cache: KeyValueCache | None = None) -> Variant | 
 
 
 def estimate_memory_bytes(variant: Variant, llama_kwargs: Mapping[str, Any]) -> int:
-    """What loading will cost, before loading: weights + f16 KV cache + the logits buffer.
+    """A true lower bound of what the loaded variant will add, before loading it: the weights a
+    forward pass must read, plus the KV cache (which llama.cpp clears, so it is resident).
 
-    A floor, not a measurement (compute buffers and repacked weights come on top); the
-    guard only refuses when even this floor is far past a limit.
+    Left out because they may not be allocated or touched: the logits buffer (one row unless
+    ``logits_all``), compute buffers, repacked weights, the embedding rows no prompt reads.
+    The measured figure is always at least this.
     """
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
     info = variant.info
+    weights = (info.tensor_bytes or variant.size_bytes) - info.untouched_bytes
     n_ctx = int(llama_kwargs.get("n_ctx", 512)) or 512
-    n_batch = min(int(llama_kwargs.get("n_batch", 512)), n_ctx)
-    kv = 2 * info.n_layer * n_ctx * info.n_embd_kv * 2
-    logits = info.n_vocab * n_batch * 4
-    return variant.size_bytes + kv + logits
+    if info.sliding_window:
+        n_ctx = min(n_ctx, info.sliding_window)  # some layers keep only the window
+
+    def per_element(key: str) -> float:
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(int(llama_kwargs.get(key, 1)))]
+        return size / block
+
+    kv = info.n_layer * n_ctx * (info.n_embd_kv * per_element("type_k")
+                                 + info.n_embd_v * per_element("type_v"))
+    return int(max(0, weights) + kv)
 
 
 def check_same_model(variants: list[Variant]) -> str | None:

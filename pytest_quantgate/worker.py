@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
-from .backend import Completion, Message
+from .backend import Completion, Message, stop_list
 from .variants import Variant
 
 
@@ -61,8 +61,11 @@ class WorkerModel:
     """``LoadedModel`` whose model lives in a child process; ``llm`` is None."""
 
     def __init__(self, variant: Variant, llama_kwargs: Mapping[str, Any],
-                 target: Callable[..., None] = serve) -> None:
+                 target: Callable[..., None] = serve, timeout: float = 600.0) -> None:
         self.variant = variant
+        self._timeout = timeout  # per request: a stopped or wedged worker must not hang the run
+        self._llama = dict(llama_kwargs)
+        self._loading = True
         ctx = mp.get_context("spawn")  # fork would copy a threaded process: unsafe with OpenMP
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=target, args=(child, str(variant.path), dict(llama_kwargs)),
@@ -72,6 +75,7 @@ class WorkerModel:
         self.memory_bytes = 0
         self.crashed: str | None = None  # the crash message once the worker has died
         info = self._receive()
+        self._loading = False
         self.memory_bytes = int(info["memory_bytes"])
 
     @property
@@ -79,6 +83,17 @@ class WorkerModel:
         return None
 
     def _receive(self) -> Any:
+        try:
+            answered = self._conn.poll(self._timeout)
+        except (EOFError, ConnectionError, OSError):
+            answered = True  # the pipe is closed: recv below reports the death
+        if not answered:
+            self._proc.kill()
+            self._proc.join(timeout=10)
+            doing = "loading" if self._loading else "a call on"
+            self.crashed = (f"the worker {doing} {self.variant.name} did not answer within "
+                            f"{self._timeout:g} s (call_timeout in quantgate.yaml); it was killed")
+            raise ModelCrashed(self.crashed)
         try:
             status, payload = self._conn.recv()
         except (EOFError, ConnectionError, OSError):
@@ -98,7 +113,12 @@ class WorkerModel:
             how = f"signal {-code}, {name}"
         else:
             how = f"exit code {code}"
-        self.crashed = f"llama.cpp crashed while running {self.variant.name} ({how})"
+        if self._loading:  # most likely a llama: setting llama.cpp rejects by aborting
+            settings = ", ".join(f"{k}={v!r}" for k, v in sorted(self._llama.items()))
+            self.crashed = (f"llama.cpp crashed while loading {self.variant.name} ({how}) with "
+                            f"llama: {settings}")
+        else:
+            self.crashed = f"llama.cpp crashed while running {self.variant.name} ({how})"
         return self.crashed
 
     def _call(self, op: str, **kwargs: Any) -> Completion:
@@ -116,7 +136,7 @@ class WorkerModel:
     def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,
                  params: Mapping[str, Any]) -> Completion:
         return self._call("complete", prompt=prompt, max_tokens=max_tokens,
-                          stop=list(stop) if stop else None, params=dict(params))
+                          stop=stop_list(stop), params=dict(params))
 
     def chat(self, messages: Sequence[Message], *, max_tokens: int,
              params: Mapping[str, Any]) -> Completion:
@@ -137,8 +157,9 @@ class WorkerModel:
 
 
 class WorkerBackend:
-    def __init__(self, target: Callable[..., None] = serve) -> None:
+    def __init__(self, target: Callable[..., None] = serve, timeout: float = 600.0) -> None:
         self._target = target
+        self._timeout = timeout
 
     def load(self, variant: Variant, *, llama_kwargs: Mapping[str, Any]) -> WorkerModel:
-        return WorkerModel(variant, llama_kwargs, self._target)
+        return WorkerModel(variant, llama_kwargs, self._target, self._timeout)

@@ -65,8 +65,8 @@ def test_without_reference_or_cache_it_says_why(project: Project) -> None:
     own_cache = project.path / "empty-cache"  # the shared cache may hold F16's distributions
     result = project.pytester.runpytest_subprocess("-o", f"cache_dir={own_cache}", "--quant-variants=Q2")
     result.stdout.fnmatch_lines([
-        "*fidelity: reference F16 did not run in this session and no cached distributions exist for "
-        "test_fid.py; run once with F16 selected*",
+        "*fidelity: reference F16 did not run in this session and no cached distributions match this "
+        "setup for test_fid.py; run once with F16 selected*",
     ])
 
 
