@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from collections.abc import Iterable, Mapping
 
+from .atomic import write_text
 from .summary import CaseRecord, Summary
 
 SCHEMA = 1
@@ -21,22 +24,27 @@ SCHEMA = 1
 def case_key(nodeid: str, variant: str) -> str:
     """The node id without the variant, so a case matches across variants and runs.
 
-    ``test_qa.py::test_fact[Q4_K_M-capital]`` -> ``test_qa.py::test_fact[capital]``.
+    ``test_qa.py::test_fact[Q4_K_M-capital]`` -> ``test_qa.py::test_fact[capital]``. pytest
+    escapes non-ASCII ids (``Ü4`` shows as ``\\xdc4``), so both spellings are recognised.
     """
-    for suffix in (f"@{variant}", "@quantgate"):  # xdist loadgroup suffixes we add
-        if nodeid.endswith(suffix):
-            nodeid = nodeid[: -len(suffix)]
+    escaped = variant.encode("unicode_escape").decode("ascii")
+    forms = [variant] if escaped == variant else [variant, escaped]
+    for form in forms:
+        for suffix in (f"@{form}", "@quantgate"):  # xdist loadgroup suffixes we add
+            if nodeid.endswith(suffix):
+                nodeid = nodeid[: -len(suffix)]
     if not nodeid.endswith("]") or "[" not in nodeid:
         return nodeid
     head, _, params = nodeid[:-1].partition("[")
-    if params == variant:
-        return head
-    if params.startswith(variant + "-"):
-        params = params[len(variant) + 1:]
-    elif params.endswith("-" + variant):
-        params = params[: -len(variant) - 1]
-    else:
-        params = params.replace(f"-{variant}-", "-", 1)
+    for form in forms:
+        if params == form:
+            return head
+        if params.startswith(form + "-"):
+            return f"{head}[{params[len(form) + 1:]}]"
+        if params.endswith("-" + form):
+            return f"{head}[{params[: -len(form) - 1]}]"
+        if f"-{form}-" in params:
+            return f"{head}[{params.replace(f'-{form}-', '-', 1)}]"
     return f"{head}[{params}]"
 
 
@@ -85,19 +93,40 @@ def build_baseline(summary: Summary, cases: list[CaseRecord], settings_llama: di
     }
 
 
-def merge_baseline(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Update ``old`` with ``new``: a run on a subset (``--quant-variants``, ``-k``) replaces the
-    (variant, group) entries it measured and keeps the rest, so blessing Q4 does not erase F16."""
+def merge_baseline(old: dict[str, Any], new: dict[str, Any], *, keep_unseen: bool = True,
+                   skipped: Mapping[str, Mapping[str, Iterable[str]]] | None = None) -> dict[str, Any]:
+    """Update ``old`` with ``new``, case by case.
+
+    Variants and groups this run did not measure are kept whole (blessing Q4 does not erase
+    F16). Within a measured group, this run's outcomes replace the old ones; an old case the
+    run did not evaluate is kept when it was skipped now (``skipped[variant][group]``) or when
+    the run saw only part of the suite (``keep_unseen``: -k, -m, --deselect, node ids), so its
+    regressions are still checked next time. A full run drops cases that no longer exist.
+    """
     merged: dict[str, Any] = json.loads(json.dumps(old))
+    case_sets: dict[str, set[str]] = {}
     for name, data in new["variants"].items():
         entry = merged["variants"].setdefault(name, {})
-        groups = {**entry.get("groups", {}), **data["groups"]}
+        groups: dict[str, Any] = dict(entry.get("groups", {}))
+        for g, fresh in data["groups"].items():
+            before = groups.get(g, {}).get("cases", {})
+            kept = set(before) if keep_unseen else set((skipped or {}).get(name, {}).get(g, ()))
+            cases = {k: o for k, o in before.items() if k in kept}
+            cases.update(fresh["cases"])
+            passed = sum(o == "passed" for o in cases.values())
+            groups[g] = {**fresh, "cases": dict(sorted(cases.items())),
+                         "accuracy": round(passed / len(cases), 4) if cases else None}
         entry.update(data)
         entry["groups"] = groups
+    for data in merged["variants"].values():
+        for g, group in data.get("groups", {}).items():
+            if any(g in v["groups"] for v in new["variants"].values()):
+                case_sets.setdefault(g, set()).update(group.get("cases", {}))
     fp_old, fp_new = merged.get("fingerprint", {}), new["fingerprint"]
     fp = dict(fp_new)
     fp["files"] = {**fp_old.get("files", {}), **fp_new["files"]}
-    fp["case_sets"] = {**fp_old.get("case_sets", {}), **fp_new["case_sets"]}
+    fp["case_sets"] = {**fp_old.get("case_sets", {}),
+                       **{g: case_set_hash(sorted(k)) for g, k in case_sets.items()}}
     merged["fingerprint"] = fp
     merged["schema"] = SCHEMA
     return merged
@@ -112,29 +141,208 @@ def dumps(data: dict[str, Any]) -> str:
 
 
 def write_baseline(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(data))
-    os.replace(tmp, path)
+    """Atomic; raises OSError (nothing left behind) when the file cannot be written."""
+    write_text(path, dumps(data))
 
 
 class BaselineError(Exception):
-    pass
+    """An unreadable baseline file; the message names the file, the key path and the fix."""
+
+
+REWRITE = "rewrite it with pytest --quant-update-baseline"
+OUTCOMES = ("passed", "miss", "failed", "error")  # "skipped" is never written
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
+    """Read and check a baseline file against the shape ``build_baseline`` writes.
+
+    Everything downstream (``merge_baseline``, ``compare_group``, ``fingerprint_changes``, the
+    session) relies on that shape, so any deviation is a ``BaselineError`` naming the key path.
+    Keys this version does not know are tolerated; missing or mistyped ones are not.
+    """
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
     except OSError as exc:
-        raise BaselineError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise BaselineError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")  # tolerate a BOM that an editor added
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                            f"{exc.start}); {REWRITE}") from exc
+    try:
+        data = json.loads(text, object_pairs_hook=_object_pairs)
     except json.JSONDecodeError as exc:
-        raise BaselineError(f"{path}: not valid JSON (line {exc.lineno}): rewrite it with "
-                            "pytest --quant-update-baseline") from exc
-    if (not isinstance(data, dict) or data.get("schema") != SCHEMA
-            or not isinstance(data.get("variants"), dict) or not isinstance(data.get("fingerprint"), dict)):
-        raise BaselineError(f"{path}: not a quantgate baseline (schema {SCHEMA}); rewrite it with "
-                            "pytest --quant-update-baseline")
+        raise BaselineError(f"{path}: not valid JSON (line {exc.lineno}); {REWRITE}") from exc
+    except (ValueError, RecursionError) as exc:  # e.g. an integer over Python's digit limit
+        raise BaselineError(f"{path}: not valid JSON ({_clip(str(exc))}); {REWRITE}") from exc
+    if (not isinstance(data, dict) or "schema" not in data
+            or "variants" not in data or "fingerprint" not in data):
+        raise BaselineError(f"{path}: not a quantgate baseline (schema {SCHEMA}); {REWRITE}")
+    try:
+        _check_document(data)
+    except _Invalid as exc:
+        raise BaselineError(f"{path}: {exc.where}: {exc.problem}; {exc.fix}") from None
     return data
+
+
+# -- the shape check --------------------------------------------------------------------------
+#
+# A hand-written walk over the schema ``build_baseline`` writes (SCHEMA 1):
+#
+#   schema: 1
+#   fingerprint: {llama_cpp_python: string|null, llama_cpp_system_info: string|null,
+#                 llama: {key: scalar}, generation: {key: scalar},
+#                 files: {variant: string}, case_sets: {group: string}}
+#   variants: {variant: {file_type: string, size_bytes: integer >= 0,
+#                        figures: {load_seconds, memory_mb, tokens_per_second: number|null},
+#                        groups: {group: {accuracy: number 0..1|null, passed: boolean,
+#                                         cases: {case key: passed|miss|failed|error}}}}}
+
+
+class _Invalid(Exception):
+    def __init__(self, where: str, problem: str, fix: str = REWRITE) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where, self.problem, self.fix = where, problem, fix
+
+
+class _DuplicateKeys(dict[str, Any]):
+    """An object in which a key appeared more than once (json keeps the last silently)."""
+
+    duplicate: str = ""
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            dup = _DuplicateKeys(pairs)
+            dup.duplicate = key
+            return dup
+        out[key] = value
+    return out
+
+
+def _check_document(data: dict[str, Any]) -> None:
+    schema = data["schema"]
+    if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA:
+        raise _Invalid("schema", f"{schema} is newer than this pytest-quantgate reads ({SCHEMA})",
+                       f"upgrade pytest-quantgate or {REWRITE}")
+    if schema != SCHEMA or isinstance(schema, bool):
+        raise _Invalid("schema", f"expected {SCHEMA}, got {_show(schema)}")
+    _object(data, "")
+
+    fp = _object(data["fingerprint"], "fingerprint", ("llama_cpp_python", "llama_cpp_system_info",
+                                                      "llama", "generation", "files", "case_sets"))
+    for key in ("llama_cpp_python", "llama_cpp_system_info"):
+        _string(fp[key], _at("fingerprint", key), nullable=True)
+    for key in ("llama", "generation"):
+        where = _at("fingerprint", key)
+        for name, value in _object(fp[key], where).items():
+            _scalar(value, _at(where, name))
+    for key in ("files", "case_sets"):
+        where = _at("fingerprint", key)
+        for name, value in _object(fp[key], where).items():
+            _string(value, _at(where, name))
+
+    for name, variant in _object(data["variants"], "variants").items():
+        where = _at("variants", name)
+        v = _object(variant, where, ("file_type", "size_bytes", "figures", "groups"))
+        _string(v["file_type"], _at(where, "file_type"))
+        size = v["size_bytes"]
+        if not (_is_number(size) and isinstance(size, int) and size >= 0):
+            raise _Invalid(_at(where, "size_bytes"), f"expected a whole number >= 0, got {_show(size)}")
+        figures = _at(where, "figures")
+        fig = _object(v["figures"], figures, ("load_seconds", "memory_mb", "tokens_per_second"))
+        for key in ("load_seconds", "memory_mb", "tokens_per_second"):
+            _number(fig[key], _at(figures, key), nullable=True)
+        groups = _at(where, "groups")
+        for g, group in _object(v["groups"], groups).items():
+            gw = _at(groups, g)
+            gr = _object(group, gw, ("accuracy", "passed", "cases"))
+            acc = gr["accuracy"]
+            if acc is not None and not (_is_number(acc) and 0 <= acc <= 1):
+                raise _Invalid(_at(gw, "accuracy"), f"expected a number from 0 to 1 or null, got {_show(acc)}")
+            if not isinstance(gr["passed"], bool):
+                raise _Invalid(_at(gw, "passed"), f"expected a boolean, got {_show(gr['passed'])}")
+            cases = _at(gw, "cases")
+            for key, outcome in _object(gr["cases"], cases).items():
+                if not isinstance(outcome, str) or outcome not in OUTCOMES:
+                    raise _Invalid(_at(cases, key),
+                                   f"expected {', '.join(OUTCOMES[:-1])} or {OUTCOMES[-1]}, "
+                                   f"got {_show(outcome)}")
+
+
+def _object(value: Any, where: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    shown = where or "the document"
+    if not isinstance(value, dict):
+        raise _Invalid(shown, f"expected an object, got {_show(value)}")
+    if isinstance(value, _DuplicateKeys):
+        raise _Invalid(shown, f"key {_clip(json.dumps(value.duplicate))} appears more than once")
+    for key in required:
+        if key not in value:
+            raise _Invalid(_at(where, key), "missing")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _number(value: Any, where: str, *, nullable: bool = False) -> None:
+    if not (_is_number(value) or (value is None and nullable)):
+        raise _Invalid(where, f"expected a finite number{' or null' if nullable else ''}, got {_show(value)}")
+
+
+def _string(value: Any, where: str, *, nullable: bool = False) -> None:
+    if not (isinstance(value, str) or (value is None and nullable)):
+        raise _Invalid(where, f"expected a string{' or null' if nullable else ''}, got {_show(value)}")
+
+
+def _scalar(value: Any, where: str) -> None:
+    """A llama or generation parameter as quantgate.yaml allows them: no nesting, no NaN."""
+    if value is None or isinstance(value, (str, bool)) or _is_number(value):
+        return
+    raise _Invalid(where, f"expected a string, number, boolean or null, got {_show(value)}")
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _at(where: str, key: str) -> str:
+    """``variants.Q2_K``; other keys are quoted, long ones cut: ``groups["test_qa.py"]``."""
+    if _IDENTIFIER.match(key) and len(key) <= 60:
+        return f"{where}.{key}" if where else key
+    return f"{where}[{_clip(json.dumps(key))}]"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__  # pragma: no cover - json.loads makes nothing else
+
+
+def _show(value: Any) -> str:
+    """``array``, ``string "pass"``, ``number NaN``: the JSON type, and the value if it is short."""
+    kind = _kind(value)
+    if isinstance(value, (list, dict)) or value is None:
+        return kind
+    return f"{kind} {_clip(json.dumps(value))}"
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass

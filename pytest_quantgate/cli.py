@@ -19,6 +19,16 @@ def _types(value: str) -> tuple[str, ...]:
     return types
 
 
+def _threads(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 512:  # ggml's limit (GGML_MAX_N_THREADS)
+        raise argparse.ArgumentTypeError(f"expected a thread count between 1 and 512, got {value!r}")
+    return n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quantgate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help=f"comma-separated quant types (default: {','.join(DEFAULT_TYPES)})")
     lad.add_argument("--out", type=Path, required=True, help="output directory")
     lad.add_argument("--prefix", default=None, help="file name prefix (default: the source's stem)")
-    lad.add_argument("--threads", type=int, default=None, help="quantizer threads (default: all cores)")
+    lad.add_argument("--threads", type=_threads, default=None, help="quantizer threads (default: all cores)")
     ins = sub.add_parser("inspect", help="print architecture, file type, size, bits/weight, params")
     ins.add_argument("paths", nargs="+", type=Path, help="GGUF files or directories")
     args = parser.parse_args(argv)
@@ -45,6 +55,9 @@ def _ladder(args: argparse.Namespace) -> int:
         rungs = build_ladder(source, args.types, args.out, args.prefix, args.threads)
     except LadderError as exc:
         print(f"quantgate ladder: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the disk filled up while writing a rung
+        print(f"quantgate ladder: error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     for r in rungs:
         how = f"built in {r.seconds:.1f} s" if r.built else "up to date"

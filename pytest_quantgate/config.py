@@ -8,6 +8,8 @@ turns it into ``pytest.UsageError`` (exit code 4, no traceback).
 from __future__ import annotations
 
 import glob as globmod
+import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -16,12 +18,12 @@ from collections.abc import Mapping
 
 import yaml
 
-from .rubric import Rubric, RubricError, parse_rubric
+from .rubric import RUBRIC_KEYS, Rubric, RubricError, parse_rubric
 
 DEFAULT_CONFIG_NAME = "quantgate.yaml"
 TOP_LEVEL_KEYS = (
     "model", "variants", "variants_glob", "reference", "llama", "rubric", "generation", "baseline",
-    "isolation", "fidelity",
+    "isolation", "fidelity", "call_timeout",
 )
 FIDELITY_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
     {"corpus": str, "n_ctx": int, "top_k": int}
@@ -46,8 +48,8 @@ LLAMA_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
         "flash_attn": bool,
         "rope_freq_base": (int, float),
         "rope_freq_scale": (int, float),
-        "type_k": int,
-        "type_v": int,
+        "type_k": (int, str),  # a ggml type code or its name; see KV_CACHE_TYPES
+        "type_v": (int, str),
         "chat_format": str,
         "logits_all": bool,
         "embedding": bool,
@@ -55,6 +57,31 @@ LLAMA_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
     }
 )
 DEFAULT_LLAMA: Mapping[str, Any] = MappingProxyType({"n_ctx": 2048, "seed": 0})
+
+# The KV-cache types llama.cpp accepts (common/arg.cpp ``kv_cache_types``), by ggml type code
+# (ggml.h ``enum ggml_type``, gguf's GGMLQuantizationType). Any other code aborts the process
+# inside llama.cpp (SIGABRT, or SIGFPE for removed types such as 4) instead of raising.
+KV_CACHE_TYPES: Mapping[str, int] = MappingProxyType({
+    "f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20, "q5_0": 6,
+    "q5_1": 7,
+})
+_UNQUANTIZED_KV = (0, 1, 30)  # f32, f16, bf16: the V cache needs Flash Attention for the rest
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+GGML_MAX_N_THREADS = 512  # ggml's thread masks have this many slots
+# key -> (lowest, highest, what a value below the lowest is told). llama.cpp takes these as 32-bit
+# C integers: outside that range ctypes truncates them silently or llama.cpp fails natively.
+LLAMA_INT_RANGES: Mapping[str, tuple[int, int, str]] = MappingProxyType({
+    "n_ctx": (1, INT32_MAX, "must be positive"),
+    "n_batch": (1, INT32_MAX, "must be positive"),
+    "n_ubatch": (1, INT32_MAX, "must be positive"),
+    "n_threads": (1, GGML_MAX_N_THREADS, "must be positive"),
+    "n_threads_batch": (1, GGML_MAX_N_THREADS, "must be positive"),
+    "n_gpu_layers": (-1, INT32_MAX, "must be -1 (all layers) or a layer count"),
+    "seed": (-1, UINT32_MAX, "must be -1 (random) or a uint32"),
+})
+DEFAULT_CALL_TIMEOUT = 600.0
+MAX_CALL_TIMEOUT = 1_000_000.0  # ~11.6 days; poll()/select() timeouts overflow past ~24.8 days
 
 GENERATION_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
     {"max_tokens": int, "temperature": (int, float), "top_k": int, "top_p": (int, float)}
@@ -84,12 +111,12 @@ class Settings:
     llama: Mapping[str, Any]
     generation: Mapping[str, Any]
     rubric_defaults: Rubric
-    discovered: bool = False  # names came from GGUF metadata (variants_glob)
     baseline_path: Path | None = None
     isolation: str = "none"  # "process": each variant in its own worker process
     fidelity_corpus: Path | None = None  # score fidelity on this text instead of the group's
     fidelity_n_ctx: int = 512
     fidelity_top_k: int = 1024
+    call_timeout: float = DEFAULT_CALL_TIMEOUT  # seconds one call may take in a worker process
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -131,14 +158,19 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
         loc = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}{loc}: invalid YAML: {problem}") from exc
+    except RecursionError:
+        raise ConfigError(f"{where}: invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. a date such as 2024-13-45, an integer of 5000 digits
+        problem = str(exc).split(";")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{where}: invalid YAML: {problem[:100]}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of keys at the top level, got {_kind(raw)}")
-    unknown = sorted(set(map(str, raw)) - set(TOP_LEVEL_KEYS))
+    unknown = sorted((k for k in raw if not (isinstance(k, str) and k in TOP_LEVEL_KEYS)), key=_key)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(TOP_LEVEL_KEYS)}"
+            f"{where}: unknown key {show(unknown[0])}; known keys: {', '.join(TOP_LEVEL_KEYS)}"
         )
     base = path.parent
 
@@ -148,23 +180,28 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
     if reference is not None:
         if not isinstance(reference, str) or reference not in names:
             raise ConfigError(
-                f"{where}: reference: {reference!r} is not a variant; variants: {', '.join(names)}"
+                f"{where}: reference: {show(reference)} is not a variant; variants: {', '.join(names)}"
             )
         specs = [s for s in specs if s.name == reference] + [s for s in specs if s.name != reference]
 
     llama = dict(DEFAULT_LLAMA)
     llama.update(_typed_section(raw, "llama", LLAMA_KEYS, where))
+    _check_llama(llama, where)
     generation = dict(DEFAULT_GENERATION)
     generation.update(_typed_section(raw, "generation", GENERATION_KEYS, where))
-    if generation["max_tokens"] <= 0:
-        raise ConfigError(f"{where}: generation.max_tokens: must be positive, got {generation['max_tokens']}")
-    for key in ("n_ctx", "n_threads", "n_batch"):
-        if key in llama and llama[key] <= 0:
-            raise ConfigError(f"{where}: llama.{key}: must be positive, got {llama[key]}")
+    _check_generation(generation, llama, where)
 
     rubric_raw = raw.get("rubric") or {}
     if not isinstance(rubric_raw, dict):
         raise ConfigError(f"{where}: rubric: expected a mapping of thresholds, got {_kind(rubric_raw)}")
+    for key, value in rubric_raw.items():
+        if key not in RUBRIC_KEYS:
+            break  # parse_rubric names it
+        # here, not in parse_rubric: its message would repr the whole value (YAML aliases)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: rubric.{key}: expected a number, got {show(value)}")
+        if not _finite(value):
+            raise ConfigError(f"{where}: rubric.{key}: expected a finite number, got {show(value)}")
     try:
         rubric = parse_rubric(rubric_raw)
     except RubricError as exc:
@@ -181,14 +218,22 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
             raise ConfigError(f"{where}: fidelity.corpus: {fid['corpus']}: no such file")
     for key in ("n_ctx", "top_k"):
         if key in fid and fid[key] < 2:
-            raise ConfigError(f"{where}: fidelity.{key}: must be at least 2, got {fid[key]}")
+            raise ConfigError(f"{where}: fidelity.{key}: must be at least 2, got {show(fid[key])}")
     if corpus is not None and fid.get("n_ctx", 512) > llama.get("n_ctx", 512):
-        raise ConfigError(f"{where}: fidelity.n_ctx: {fid.get('n_ctx', 512)} exceeds llama.n_ctx "
+        raise ConfigError(f"{where}: fidelity.n_ctx: {show(fid.get('n_ctx', 512))} exceeds llama.n_ctx "
                           f"{llama.get('n_ctx', 512)}; lower it or raise llama.n_ctx")
     isolation = raw.get("isolation", "none")
     if isolation not in ISOLATIONS:
         raise ConfigError(f"{where}: isolation: expected one of {', '.join(ISOLATIONS)}, got {_kind(isolation)}")
+    call_timeout = raw.get("call_timeout", DEFAULT_CALL_TIMEOUT)
+    if (isinstance(call_timeout, bool) or not isinstance(call_timeout, (int, float))
+            or not 0 < call_timeout <= MAX_CALL_TIMEOUT):  # also refuses NaN
+        raise ConfigError(f"{where}: call_timeout: expected seconds, a number above 0 and at most "
+                          f"{MAX_CALL_TIMEOUT:.0f}, got {_kind(call_timeout)}")
     model = raw.get("model", path.parent.name)
+    if not (isinstance(model, str) or type(model) in (int, float) and abs(model) < 1e15):
+        # str() of a nested value could be huge (YAML aliases): a label must be a scalar
+        raise ConfigError(f"{where}: model: expected a name for reports, got {_kind(model)}")
     return Settings(
         config_path=path,
         model=str(model),
@@ -197,13 +242,70 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
         llama=MappingProxyType(llama),
         generation=MappingProxyType(generation),
         rubric_defaults=rubric,
-        discovered="variants_glob" in raw and "variants" not in raw,
         baseline_path=(base / baseline).resolve(),
         isolation=isolation,
         fidelity_corpus=corpus,
         fidelity_n_ctx=int(fid.get("n_ctx", 512)),
         fidelity_top_k=int(fid.get("top_k", 1024)),
+        call_timeout=float(call_timeout),
     )
+
+
+def _check_llama(llama: dict[str, Any], where: str) -> None:
+    """Ranges of the llama.cpp parameters that would otherwise crash or misbehave natively."""
+    for key, (low, high, rule) in LLAMA_INT_RANGES.items():
+        if key in llama and llama[key] < low:
+            raise ConfigError(f"{where}: llama.{key}: {rule}, got {show(llama[key])}")
+        if key in llama and llama[key] > high:
+            raise ConfigError(f"{where}: llama.{key}: must be at most {high}, got {show(llama[key])}")
+    for key in ("rope_freq_base", "rope_freq_scale"):
+        if key in llama and not (_finite(llama[key]) and llama[key] >= 0):
+            raise ConfigError(
+                f"{where}: llama.{key}: must be 0 (the model's own) or a positive number, "
+                f"got {show(llama[key])}"
+            )
+    for key in ("type_k", "type_v"):
+        if key in llama:
+            llama[key] = _kv_cache_type(llama[key], f"{where}: llama.{key}")
+    if llama.get("type_v", 1) not in _UNQUANTIZED_KV and not llama.get("flash_attn", False):
+        names = {code: name for name, code in KV_CACHE_TYPES.items()}
+        raise ConfigError(
+            f"{where}: llama.type_v: {names[llama['type_v']]} needs flash_attn: true (llama.cpp "
+            "quantizes the V cache only with Flash Attention); set it or use f16"
+        )
+
+
+def _kv_cache_type(value: Any, what: str) -> int:
+    """``q8_0`` or ``8`` -> 8; anything llama.cpp would abort on is a ConfigError."""
+    if isinstance(value, str) and value.strip().lower() in KV_CACHE_TYPES:
+        return KV_CACHE_TYPES[value.strip().lower()]
+    if isinstance(value, int) and not isinstance(value, bool) and value in KV_CACHE_TYPES.values():
+        return value
+    raise ConfigError(
+        f"{what}: {show(value)} is not a KV cache type llama.cpp supports; "
+        f"use one of {', '.join(KV_CACHE_TYPES)}"
+    )
+
+
+def _check_generation(generation: dict[str, Any], llama: Mapping[str, Any], where: str) -> None:
+    max_tokens = generation["max_tokens"]
+    if max_tokens <= 0:
+        raise ConfigError(f"{where}: generation.max_tokens: must be positive, got {show(max_tokens)}")
+    n_ctx = llama.get("n_ctx", DEFAULT_LLAMA["n_ctx"])
+    if max_tokens > n_ctx:
+        raise ConfigError(f"{where}: generation.max_tokens: {show(max_tokens)} exceeds llama.n_ctx {n_ctx}; "
+                          "lower it or raise llama.n_ctx")
+    if "top_k" in generation and not 0 <= generation["top_k"] <= INT32_MAX:
+        raise ConfigError(f"{where}: generation.top_k: must be 0 (off) or a positive count, "
+                          f"got {show(generation['top_k'])}")
+    top_p = generation.get("top_p", 1.0)
+    if not 0 < top_p <= 1:  # also false for NaN
+        raise ConfigError(f"{where}: generation.top_p: must be above 0 and at most 1, got {show(top_p)}")
+    temperature = generation["temperature"]
+    if not (_finite(temperature) and temperature >= 0):
+        raise ConfigError(
+            f"{where}: generation.temperature: must be 0 (greedy) or a positive number, got {show(temperature)}"
+        )
 
 
 def _variant_specs(raw: dict[str, Any], where: str, base: Path, name_of: Any) -> list[VariantSpec]:
@@ -216,15 +318,17 @@ def _variant_specs(raw: dict[str, Any], where: str, base: Path, name_of: Any) ->
         if not isinstance(variants, dict):
             raise ConfigError(f"{where}: variants: expected a mapping of name -> GGUF path, got {_kind(variants)}")
         for name, value in variants.items():
-            key = f"variants.{name}"
+            key = f"variants.{_key(name)}"
+            if not (isinstance(name, str) or type(name) in (int, float) and abs(name) < 1e15):
+                raise ConfigError(f"{where}: {key}: expected a variant name such as Q4_K_M")
             pin: str | None = None
             if isinstance(value, dict):
                 extra = sorted(set(value) - {"path", "sha256"})
                 if extra:
-                    raise ConfigError(f"{where}: {key}: unknown key {extra[0]!r}; use path and sha256")
+                    raise ConfigError(f"{where}: {key}: unknown key {show(extra[0])}; use path and sha256")
                 pin = value.get("sha256")
                 if pin is not None and (not isinstance(pin, str) or len(pin) != 64):
-                    raise ConfigError(f"{where}: {key}.sha256: expected 64 hex digits, got {pin!r}")
+                    raise ConfigError(f"{where}: {key}.sha256: expected 64 hex digits, got {show(pin)}")
                 value = value.get("path")
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{where}: {key}: expected a path to a .gguf file, got {_kind(value)}")
@@ -239,7 +343,7 @@ def _variant_specs(raw: dict[str, Any], where: str, base: Path, name_of: Any) ->
             raise ConfigError(f"{where}: variants_glob: expected a glob pattern string, got {_kind(pattern)}")
         files = sorted(Path(p).resolve() for p in globmod.glob(str(base / pattern)) if Path(p).is_file())
         if not files:
-            raise ConfigError(f"{where}: variants_glob: {pattern!r} matches no file under {base}")
+            raise ConfigError(f"{where}: variants_glob: {show(pattern)} matches no file under {base}")
         # Largest file first: the natural top of a ladder; ties broken by path for determinism.
         files.sort(key=lambda p: (-p.stat().st_size, str(p)))
         seen: dict[str, Path] = {}
@@ -266,12 +370,12 @@ def _typed_section(
     out: dict[str, Any] = {}
     for key, val in value.items():
         if key not in keys:
-            raise ConfigError(f"{where}: {section}.{key}: unknown key; known: {', '.join(keys)}")
+            raise ConfigError(f"{where}: {section}.{_key(key)}: unknown key; known: {', '.join(keys)}")
         want = keys[key]
         ok = isinstance(val, want) and not (isinstance(val, bool) and want in (int, (int, float)))
         if not ok:
             names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
-            raise ConfigError(f"{where}: {section}.{key}: expected {names}, got {val!r}")
+            raise ConfigError(f"{where}: {section}.{_key(key)}: expected {names}, got {show(val)}")
         out[key] = val
     return out
 
@@ -307,5 +411,49 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+class _BoundedRepr(reprlib.Repr):
+    """reprlib with small limits: a message stays short and cheap whatever the value's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 2
+        self.maxtuple = self.maxlist = self.maxarray = self.maxdict = 4
+        self.maxset = self.maxfrozenset = self.maxdeque = 4
+        self.maxstring = 60
+        self.maxlong = 40
+        self.maxother = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # repr() of a huge int is slow, and past 4300 digits an error
+            return f"<{x.bit_length()}-bit int>"
+        return super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()
+
+
+def show(value: Any) -> str:
+    """A user's value as a message shows it: at most about 100 characters, in bounded time
+    (a YAML document of nested aliases expands to billions of items under plain repr)."""
+    return _REPR.repr(value)
+
+
+def _float(value: int | float) -> float:
+    """``float(value)``, with ints beyond float's range as +-inf rather than an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _finite(value: int | float) -> bool:
+    return math.isfinite(_float(value))
+
+
+def _key(key: Any) -> str:
+    """A mapping key as part of a dotted name (``llama.n_ctx``); odd or long keys shown bounded."""
+    return key if isinstance(key, str) and len(key) <= 60 else show(key)
+
+
 def _kind(value: Any) -> str:
-    return repr(value) if isinstance(value, (str, int, float)) else type(value).__name__
+    return show(value) if isinstance(value, (str, int, float)) else type(value).__name__

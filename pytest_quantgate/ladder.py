@@ -98,6 +98,17 @@ def _native_stderr_captured() -> Iterator[Callable[[], str]]:
             text.append(buf.read().decode(errors="replace"))
 
 
+def _same_file(path: Path, source: Path) -> bool:
+    """True when writing ``path`` would write ``source``: same path once resolved, or the
+    same file through a hard link or symlink."""
+    if path.resolve() == source.resolve():
+        return True
+    try:
+        return os.path.samefile(path, source)
+    except OSError:  # path does not exist (yet): not the source
+        return False
+
+
 def rung_path(out: Path, prefix: str, type_name: str) -> Path:
     return out / f"{prefix}-{type_name.lower()}.gguf"
 
@@ -111,7 +122,6 @@ def build_ladder(source: Path, types: tuple[str, ...], out: Path, prefix: str | 
     """
     for t in types:
         ftype_code(t)  # fail on a typo before doing any work
-    out.mkdir(parents=True, exist_ok=True)
     prefix = prefix or source.name.split(".")[0].lower()
     src_mtime = source.stat().st_mtime
     rungs: list[Rung] = []
@@ -123,6 +133,17 @@ def build_ladder(source: Path, types: tuple[str, ...], out: Path, prefix: str | 
     base = rung_path(out, prefix, BASE_TYPE)
     if BASE_TYPE not in types and not fresh(base):
         base = out / f".{prefix}-base-f16.gguf"
+    # Refuse before any work: a rung (or the base) named like the source would replace it.
+    for p in [base, *(rung_path(out, prefix, t) for t in types)]:
+        if _same_file(p, source):
+            what = "is the source file" if p.resolve() == source.resolve() else f"is the same file as the source {source}"
+            raise LadderError(f"{p} {what}: the ladder would overwrite it; choose another --out or --prefix")
+    if out.exists() and not out.is_dir():
+        raise LadderError(f"--out: {out} is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LadderError(f"--out: cannot create {out}: {exc.strerror}") from exc
 
     if not fresh(base) and (BASE_TYPE in types or any(t != BASE_TYPE for t in types)):
         t0 = time.perf_counter()

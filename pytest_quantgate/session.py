@@ -18,12 +18,11 @@ from .baseline import (
     build_baseline,
     case_key,
     compare_group,
-    dumps,
     fingerprint_changes,
     merge_baseline,
     read_baseline,
+    write_baseline,
 )
-from .atomic import write_text
 from .config import Settings
 from .stats import paired, wilson
 from .measure import CallTotals
@@ -208,9 +207,23 @@ class QuantSession:
                 last_index[(group.key, variant)] = len(out) - 1
                 parents[(group.key, variant)] = item
         inserts = sorted(last_index.items(), key=lambda kv: kv[1], reverse=True)
+        # Verdict items are made here, after pytest's own --deselect ran: apply it to them too.
+        deselect = tuple(config.getoption("deselect", None) or ())
         for (gkey, variant), idx in inserts:
-            out.insert(idx + 1, self._verdict_item(parents[(gkey, variant)], self.groups[gkey], variant))
+            verdict = self._verdict_item(parents[(gkey, variant)], self.groups[gkey], variant)
+            if deselect and verdict.nodeid.startswith(deselect):
+                config.hook.pytest_deselected(items=[verdict])
+                continue
+            out.insert(idx + 1, verdict)
         items[:] = out
+        if (self.settings.rubric_defaults.thresholds() and not self.groups
+                and any(self.variant_of(it) is not None for it in items)):
+            import warnings
+
+            warnings.warn(pytest.PytestConfigWarning(
+                f"{self.settings.config_path.name}: rubric: thresholds are set but no test has a "
+                f"{MARKER} marker, so nothing is judged; mark your eval modules with "
+                f"pytestmark = pytest.mark.{MARKER}()"), stacklevel=1)
         self._check_baseline_comparable(list(last_index))
         if config.pluginmanager.hasplugin("xdist"):
             # Under `pytest -n`, a variant's cases and its verdicts must share one worker: the
@@ -307,7 +320,16 @@ class QuantSession:
         if report.failed:
             self.other_failures += 1
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not hasattr(self.config, "workerinput"):
+            # The "@variant" suffix exists only to steer xdist's loadgroup scheduler; pytest 9
+            # re-parses ids with it as "test_v[Q4_K_M-1]@Q4_K_M]" (a stray bracket in JUnit and
+            # terminal ids). Reports reach the rest of the controller without it.
+            for group in (*self.selected, "quantgate"):
+                if report.nodeid.endswith(f"]@{group}"):
+                    report.nodeid = report.nodeid[: -len(group) - 1]
+                    break
         props: dict[str, Any] = dict(report.user_properties)  # our values are plain dicts
         case = props.get(CASE_PROP)
         if VARIANT_PROP in props:
@@ -695,7 +717,7 @@ class QuantSession:
         # Each output on its own: a full disk or a read-only directory costs that one file,
         # with one error line, never the others or the table.
         if blessed is not None and self.baseline_path is not None:
-            if self._write("baseline", self.baseline_path, lambda p: write_text(p, dumps(blessed))):
+            if self._write("baseline", self.baseline_path, lambda p: write_baseline(p, blessed)):
                 self.summary.baseline_note = self.baseline_note = (
                     f"baseline NOT written: {self.baseline_path}")
         if self.report_path is not None:
