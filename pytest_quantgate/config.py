@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob as globmod
 import math
-import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -18,7 +17,8 @@ from collections.abc import Mapping
 
 import yaml
 
-from .rubric import RUBRIC_KEYS, Rubric, RubricError, parse_rubric
+from .display import show
+from .rubric import Rubric, RubricError, parse_rubric
 
 DEFAULT_CONFIG_NAME = "quantgate.yaml"
 TOP_LEVEL_KEYS = (
@@ -194,14 +194,6 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
     rubric_raw = raw.get("rubric") or {}
     if not isinstance(rubric_raw, dict):
         raise ConfigError(f"{where}: rubric: expected a mapping of thresholds, got {_kind(rubric_raw)}")
-    for key, value in rubric_raw.items():
-        if key not in RUBRIC_KEYS:
-            break  # parse_rubric names it
-        # here, not in parse_rubric: its message would repr the whole value (YAML aliases)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: rubric.{key}: expected a number, got {show(value)}")
-        if not _finite(value):
-            raise ConfigError(f"{where}: rubric.{key}: expected a finite number, got {show(value)}")
     try:
         rubric = parse_rubric(rubric_raw)
     except RubricError as exc:
@@ -409,33 +401,6 @@ def _display(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-class _BoundedRepr(reprlib.Repr):
-    """reprlib with small limits: a message stays short and cheap whatever the value's size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 2
-        self.maxtuple = self.maxlist = self.maxarray = self.maxdict = 4
-        self.maxset = self.maxfrozenset = self.maxdeque = 4
-        self.maxstring = 60
-        self.maxlong = 40
-        self.maxother = 60
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 128:  # repr() of a huge int is slow, and past 4300 digits an error
-            return f"<{x.bit_length()}-bit int>"
-        return super().repr_int(x, level)
-
-
-_REPR = _BoundedRepr()
-
-
-def show(value: Any) -> str:
-    """A user's value as a message shows it: at most about 100 characters, in bounded time
-    (a YAML document of nested aliases expands to billions of items under plain repr)."""
-    return _REPR.repr(value)
 
 
 def _float(value: int | float) -> float:

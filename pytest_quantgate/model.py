@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
+from .display import show
 from .backend import Completion, LoadedModel, Message, stop_list
 from .worker import ModelCrashed
 from .variants import Variant
@@ -181,6 +182,4 @@ def _misuse(message: str) -> NoReturn:
 
 
 def _brief(value: Any) -> str:
-    import reprlib
-
-    return reprlib.repr(value)
+    return show(value)

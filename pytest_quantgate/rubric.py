@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping
+
+from .display import show
 
 if TYPE_CHECKING:
     from .baseline import GroupComparison
@@ -72,14 +75,20 @@ def parse_rubric(values: Mapping[str, Any]) -> Rubric:
     out: dict[str, float] = {}
     for key, value in values.items():
         if key not in RUBRIC_KEYS:
-            raise RubricError(f"{key}: unknown key; known keys: {', '.join(RUBRIC_KEYS)}")
+            name = key if isinstance(key, str) and len(key) <= 60 else show(key)
+            raise RubricError(f"{name}: unknown key; known keys: {', '.join(RUBRIC_KEYS)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RubricError(f"{key}: expected a number, got {value!r}")
-        v = float(value)
+            raise RubricError(f"{key}: expected a number, got {show(value)}")
+        try:
+            v = float(value)
+        except OverflowError:
+            v = math.inf
+        if not math.isfinite(v):
+            raise RubricError(f"{key}: expected a finite number, got {show(value)}")
         if key in FRACTION_KEYS and not 0 <= v <= 1:
-            raise RubricError(f"{key}: expected a number between 0 and 1, got {value!r}")
+            raise RubricError(f"{key}: expected a number between 0 and 1, got {show(value)}")
         if key not in FRACTION_KEYS and v <= 0:
-            raise RubricError(f"{key}: expected a positive number, got {value!r}")
+            raise RubricError(f"{key}: expected a positive number, got {show(value)}")
         out[key] = v
     return Rubric(**out)
 

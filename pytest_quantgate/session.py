@@ -24,6 +24,7 @@ from .baseline import (
     write_baseline,
 )
 from .config import Settings
+from .display import show
 from .stats import paired, wilson
 from .measure import CallTotals
 from .pool import LoadError, ModelPool
@@ -172,7 +173,7 @@ class QuantSession:
         for _node, mark in reversed(marks):  # farthest first, so closer markers override
             if mark.args:
                 raise pytest.UsageError(
-                    f"{item.nodeid}: {MARKER}: takes keyword arguments only, got {mark.args!r}"
+                    f"{item.nodeid}: {MARKER}: takes keyword arguments only, got {show(mark.args)}"
                 )
             try:
                 rubric = rubric.merged(parse_rubric(mark.kwargs))
