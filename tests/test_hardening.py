@@ -498,3 +498,30 @@ def test_rubric_defaults_without_any_marker_warn(project: Project) -> None:
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*quantgate.yaml: rubric: thresholds are set but no test has a quant_rubric "
                                  "marker, so nothing is judged*"])
+
+
+# -- 11. a worker that dies while loading names the llama settings ------------------------------
+def test_a_worker_dying_at_load_names_the_llama_settings(project: Project) -> None:
+    project.config(["Q8_0", "Q2_K"], isolation="process", llama={"n_ctx": 256, "n_threads": 2, "seed": 0})
+    project.pytester.makepyfile(abortive=textwrap.dedent("""
+        import os
+        from pytest_quantgate.worker import serve
+        def aborting_serve(conn, model_path, llama_kwargs):
+            if "q2_k" in model_path:
+                os.abort()  # what llama.cpp does with a setting it rejects natively
+            serve(conn, model_path, llama_kwargs)
+    """))
+    project.pytester.makeconftest("""
+        from abortive import aborting_serve
+        from pytest_quantgate.worker import WorkerBackend
+        def pytest_quantgate_load_model(config, variant, llama_kwargs):
+            return WorkerBackend(aborting_serve).load(variant, llama_kwargs=llama_kwargs)
+    """)
+    project.pytester.makepyfile(test_w="import pytest\npytestmark = pytest.mark.quant_rubric(accuracy=0.5)\n"
+                                       "def test_x(quant_model):\n    assert quant_model.generate('1,', max_tokens=2)\n")
+    result, report = project.run_report()
+    result.stdout.fnmatch_lines(["*could not load Q2_K (*): ModelCrashed: llama.cpp crashed while loading Q2_K "
+                                 "(signal 6, SIGABRT) with llama: n_ctx=256, n_threads=2, seed=0*"])
+    names = {v["name"]: v for v in report["variants"]}
+    assert names["Q8_0"]["passed"] is True and names["Q2_K"]["passed"] is False
+    assert names["Q2_K"]["groups"]["test_w.py"]["reasons"][0].startswith("could not load Q2_K")
