@@ -68,12 +68,15 @@ class VariantStats:
     rss_before: int | None = None  # process RSS just before the load
     rss_after_load: int | None = None
     rss_peak: int | None = None  # highest RSS seen after load and after each call
-    model_bytes: int | None = None  # what the load and the calls added (see ModelPool._measured)
+    model_bytes: int | None = None  # high-water mark of the model's level (ModelPool._measured)
+    model_level: int | None = None  # what the load and the calls added, net, so far
+    last_rss: int | None = None  # RSS after the latest call: the next call sees what ran between
     totals: CallTotals = field(default_factory=CallTotals)
 
     @property
     def memory_mb(self) -> float | None:
-        """RSS the variant added: growth across its load plus growth across each of its calls.
+        """RSS the variant added: its load, then growth across its calls, net of what they give
+        back (see ``ModelPool._measured``).
 
         Taken after calls, so mmap'd weight pages that a forward pass touched are counted;
         what test code allocates between calls is not.

@@ -93,7 +93,8 @@ class ModelPool:
             stats.model_bytes = int(loaded.memory_bytes)
         else:
             stats.rss_after_load = stats.rss_peak = self._proc.memory_info().rss
-            stats.model_bytes = max(0, stats.rss_after_load - stats.rss_before)
+            stats.model_bytes = stats.model_level = max(0, stats.rss_after_load - stats.rss_before)
+            stats.last_rss = stats.rss_after_load
         self._resident = QuantModel(
             variant, loaded, self._generation, self._seed,
             lambda call: self._measured(variant.name, loaded, call), n_ctx=self._n_ctx,
@@ -101,11 +102,14 @@ class ModelPool:
         return self._resident
 
     def _measured(self, name: str, loaded: Any, call: Callable[[], Any]) -> Any:
-        """Make one call and bill the model only for what it adds *during* the call.
+        """Make one call and bill the model only for what it adds *during* its calls.
 
-        Memory the test's own code allocates between calls (a lazily loaded dataset, a cache)
-        is not the model's: measuring RSS around the load and around each call keeps it out,
-        so a variant's figure does not depend on which variant ran first.
+        The model's level starts at what its load added. Growth across a call is the model's;
+        growth between calls is the test's own code (a lazily loaded dataset, a cache) and is
+        left out, so a variant's figure does not depend on which variant ran first. Shrinking
+        between calls (freed call garbage, glibc trimming its heap) lowers the level, so
+        memory that every call borrows and gives back is counted once, not once per call.
+        The figure is the level's high-water mark.
         """
         before = self._proc.memory_info().rss
         c = call()
@@ -115,7 +119,10 @@ class ModelPool:
             stats.model_bytes = max(stats.model_bytes or 0, int(loaded.memory_bytes))
             rss = int(loaded.memory_bytes)
         else:
-            stats.model_bytes = (stats.model_bytes or 0) + max(0, after - before)
+            gap = before - (stats.last_rss if stats.last_rss is not None else before)
+            level = max(0, (stats.model_level or 0) + min(0, gap) + (after - before))
+            stats.model_level, stats.last_rss = level, after
+            stats.model_bytes = max(stats.model_bytes or 0, level)
             rss = after
         if stats.rss_peak is None or rss > stats.rss_peak:
             stats.rss_peak = rss
