@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from collections.abc import Mapping, Sequence
 
-from .variants import Variant
+if TYPE_CHECKING:
+    from .variants import Variant
 
 Message = Mapping[str, str]
 
@@ -40,12 +41,26 @@ class Completion:
     tokens: tuple[int, ...] = ()  # every token the call evaluated (prompt + reply), if known
 
 
+class ModelCrashed(Exception):
+    """The placement holding the model died (a native crash, a killed worker); the message
+    names the variant and how. Raised by a call; ``LoadedModel.crashed`` keeps it after."""
+
+
 @runtime_checkable
 class LoadedModel(Protocol):
-    """A variant resident somewhere, ready for calls. ``llm`` is None when out of process."""
+    """A variant resident somewhere, ready for calls: what ``pytest_quantgate_load_model``
+    returns. ``llm`` is None when the model is not in this process; ``crashed`` is the crash
+    message once the placement has died; ``memory_bytes`` is what the placement measured of
+    itself (None: the pool measures this process's RSS around load and calls)."""
 
     @property
     def llm(self) -> Any: ...
+
+    @property
+    def crashed(self) -> str | None: ...
+
+    @property
+    def memory_bytes(self) -> int | None: ...
 
     def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,
                  params: Mapping[str, Any]) -> Completion: ...
@@ -56,16 +71,15 @@ class LoadedModel(Protocol):
     def close(self) -> None: ...
 
 
-class Backend(Protocol):
-    def load(self, variant: Variant, *, llama_kwargs: Mapping[str, Any]) -> LoadedModel: ...
-
-
 class LlamaCppModel:
     """An in-process ``llama_cpp.Llama``; every call starts from an empty KV cache.
 
     Resetting per call costs a re-read of the prompt but makes each answer independent of the
     calls before it, so ``-k`` subsets and reorderings reproduce the full run's answers exactly.
     """
+
+    crashed: str | None = None  # in process: a native crash takes the process with it
+    memory_bytes: int | None = None  # measured by the pool around load and calls
 
     def __init__(self, llm: Any) -> None:
         self._llm = llm

@@ -10,42 +10,15 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from collections.abc import Iterable, Mapping
 
 from .atomic import write_text
-from .summary import CaseRecord, Summary
+from .records import CaseRecord, case_key
+from .summary import Summary
 
 SCHEMA = 1
-
-
-def case_key(nodeid: str, variant: str) -> str:
-    """The node id without the variant, so a case matches across variants and runs.
-
-    ``test_qa.py::test_fact[Q4_K_M-capital]`` -> ``test_qa.py::test_fact[capital]``. pytest
-    escapes non-ASCII ids (``Ü4`` shows as ``\\xdc4``), so both spellings are recognised.
-    """
-    escaped = variant.encode("unicode_escape").decode("ascii")
-    forms = [variant] if escaped == variant else [variant, escaped]
-    for form in forms:
-        for suffix in (f"@{form}", "@quantgate"):  # xdist loadgroup suffixes we add
-            if nodeid.endswith(suffix):
-                nodeid = nodeid[: -len(suffix)]
-    if not nodeid.endswith("]") or "[" not in nodeid:
-        return nodeid
-    head, _, params = nodeid[:-1].partition("[")
-    for form in forms:
-        if params == form:
-            return head
-        if params.startswith(form + "-"):
-            return f"{head}[{params[len(form) + 1:]}]"
-        if params.endswith("-" + form):
-            return f"{head}[{params[: -len(form) - 1]}]"
-        if f"-{form}-" in params:
-            return f"{head}[{params.replace(f'-{form}-', '-', 1)}]"
-    return f"{head}[{params}]"
 
 
 def case_set_hash(keys: list[str]) -> str:
@@ -343,55 +316,6 @@ def _show(value: Any) -> str:
 
 def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-@dataclass
-class GroupComparison:
-    """This run's cases of one (group, variant) against the baseline's."""
-
-    regressions: list[str] = field(default_factory=list)  # passed before, miss/fail now
-    fixes: list[str] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)  # not in the baseline: left out
-    removed: list[str] = field(default_factory=list)
-    common: int = 0
-    baseline_accuracy: float | None = None  # on the common cases
-    accuracy: float | None = None
-
-    @property
-    def drop(self) -> float:
-        if self.baseline_accuracy is None or self.accuracy is None:
-            return 0.0
-        return self.baseline_accuracy - self.accuracy
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "regressions": self.regressions, "fixes": self.fixes, "added": self.added,
-            "removed": self.removed, "common": self.common,
-            "baseline_accuracy": self.baseline_accuracy, "accuracy": self.accuracy,
-            "drop": self.drop,
-        }
-
-
-def compare_group(baseline_cases: dict[str, str], now: dict[str, str]) -> GroupComparison:
-    """``{case key: outcome}`` before and now; skipped cases are not compared."""
-    before = {k: o for k, o in baseline_cases.items() if o != "skipped"}
-    after = {k: o for k, o in now.items() if o != "skipped"}
-    common = sorted(set(before) & set(after))
-    cmp = GroupComparison(
-        added=sorted(set(after) - set(before)),
-        removed=sorted(set(before) - set(after)),
-        common=len(common),
-    )
-    for k in common:
-        was, now_ok = before[k] == "passed", after[k] == "passed"
-        if was and not now_ok:
-            cmp.regressions.append(k)
-        elif now_ok and not was:
-            cmp.fixes.append(k)
-    if common:
-        cmp.baseline_accuracy = sum(before[k] == "passed" for k in common) / len(common)
-        cmp.accuracy = sum(after[k] == "passed" for k in common) / len(common)
-    return cmp
 
 
 def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .gguf_info import GGUFError, read_info
 from .ladder import DEFAULT_TYPES, LadderError, build_ladder, resolve_source
-from .rubric import MB
+from .constants import MB
 
 
 def _types(value: str) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .backend import Completion
-from .rubric import MB
+from .constants import MB
 
 
 @dataclass
@@ -38,10 +38,6 @@ class CallTotals:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CallTotals:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     @property
     def tokens_per_second(self) -> float | None:

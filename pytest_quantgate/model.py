@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pytest
 
 from .display import show
-from .backend import Completion, LoadedModel, Message, stop_list
-from .worker import ModelCrashed
+from .backend import Completion, LoadedModel, Message, ModelCrashed, stop_list
 from .variants import Variant
 
 

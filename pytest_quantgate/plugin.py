@@ -7,17 +7,17 @@ import argparse
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
 from collections.abc import Mapping
 
 import pytest
 
 from .baseline import BaselineError, read_baseline
 from .config import GATES, ISOLATIONS, ConfigError, find_config, load_settings, select_variants
+from .constants import MARKER, PARAM
 from .model import QuantModel
 from .pool import LoadError
 from .rubric import RUBRIC_KEYS
-from .session import MARKER, PARAM, SESSION_KEY, QuantSession
+from .session import SESSION_KEY, QuantSession
 from .variants import BrokenVariant, Variant, check_same_model, name_from_metadata, resolve
 
 
@@ -213,18 +213,3 @@ def quant_model(request: pytest.FixtureRequest, quant_variant: Variant) -> Quant
     except LoadError as exc:
         reason = str(exc)
     pytest.fail(reason, pytrace=False)  # outside the except: no chained traceback
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_quantgate_load_model(config: pytest.Config, variant: Variant,
-                                llama_kwargs: Mapping[str, Any]) -> Any:
-    """The default backend: llama-cpp-python, in this process or in a worker process."""
-    qs = config.stash.get(SESSION_KEY, None)
-    if qs is not None and qs.settings.isolation == "process":
-        from .worker import WorkerBackend
-
-        timeout = float(getattr(qs.settings, "call_timeout", 600.0))
-        return WorkerBackend(timeout=timeout).load(variant, llama_kwargs=llama_kwargs)
-    from .backend import LlamaCppBackend
-
-    return LlamaCppBackend().load(variant, llama_kwargs=llama_kwargs)

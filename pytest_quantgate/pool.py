@@ -32,6 +32,9 @@ def _settle_memory() -> None:
         pass
 
 
+_LOADED_MODEL = ("llm", "crashed", "memory_bytes", "complete", "chat", "close")
+
+
 class LoadError(Exception):
     """The backend could not load a variant; its tests error with this message."""
 
@@ -46,6 +49,7 @@ class ModelPool:
         self._n_ctx = n_ctx  # so the model can refuse a max_tokens the context cannot hold
         self._proc = psutil.Process()
         self._resident: QuantModel | None = None
+        self._loaded: LoadedModel | None = None  # the resident model's placement
         self._failed: dict[str, str] = {}
         self.stats: dict[str, VariantStats] = {}
         self.current_test: str | None = None  # nodeid the calls are attributed to
@@ -63,7 +67,7 @@ class ModelPool:
 
     def get(self, variant: Variant) -> QuantModel:
         if self._resident is not None and self._resident.variant.name == variant.name:
-            crashed = getattr(self._resident._loaded, "crashed", None)
+            crashed = self._loaded.crashed if self._loaded is not None else None
             if crashed:  # an isolated worker died: the variant's remaining tests error at once
                 self._failed[variant.name] = crashed
                 self.release()
@@ -85,9 +89,16 @@ class ModelPool:
             msg = f"could not load {variant.name} ({variant.path.name}): {type(exc).__name__}: {exc}"
             self._failed[variant.name] = msg
             raise LoadError(msg) from exc
+        missing = [a for a in _LOADED_MODEL if not hasattr(loaded, a)]
+        if missing:
+            msg = (f"could not load {variant.name}: pytest_quantgate_load_model returned "
+                   f"{type(loaded).__name__}, which lacks {', '.join(missing)} (see LoadedModel)")
+            self._failed[variant.name] = msg
+            raise LoadError(msg)
         stats.loads += 1
         stats.load_seconds = time.perf_counter() - t0
-        if hasattr(loaded, "memory_bytes"):  # out of process: the worker measures itself
+        self._loaded = loaded
+        if loaded.memory_bytes is not None:  # out of process: the placement measures itself
             stats.rss_before = 0
             stats.rss_after_load = stats.rss_peak = int(loaded.memory_bytes)
             stats.model_bytes = int(loaded.memory_bytes)
@@ -115,7 +126,7 @@ class ModelPool:
         c = call()
         after = self._proc.memory_info().rss
         stats = self.stats[name]
-        if hasattr(loaded, "memory_bytes"):  # the worker's own peak, nothing else in it
+        if loaded.memory_bytes is not None:  # the placement's own peak, nothing else in it
             stats.model_bytes = max(stats.model_bytes or 0, int(loaded.memory_bytes))
             rss = int(loaded.memory_bytes)
         else:
@@ -138,7 +149,7 @@ class ModelPool:
 
     def release(self) -> None:
         """Close the resident model (``Llama.close()``) so the next variant loads alone."""
-        if self._resident is not None:
-            model, self._resident = self._resident, None
-            model._loaded.close()
+        if self._loaded is not None:
+            loaded, self._loaded, self._resident = self._loaded, None, None
+            loaded.close()
             _settle_memory()

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Mapping
 
 from .display import show
+from .records import case_label
 
 if TYPE_CHECKING:
-    from .baseline import GroupComparison
-    from .stats import PairedComparison
+    from .stats import GroupComparison, PairedComparison
 
 # key -> (kind, description). "min" thresholds must be met from above, "max" from below.
 RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
@@ -29,9 +29,6 @@ RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
 }
 FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference", "min_top1_agreement")
 FIDELITY_KEYS = ("max_kld", "min_top1_agreement", "max_perplexity_ratio")
-
-MB = 1_000_000  # decimal megabytes, like file managers and the rubric's disk_mb
-
 
 class RubricError(Exception):
     """``key: problem``; callers prefix the test or file it came from."""
@@ -101,10 +98,8 @@ class GroupFigures:
     passed: int
     misses: int  # failed assertions counted against accuracy
     failures: int  # ordinary failures and errors
-    gen_tokens: int
-    gen_seconds: float
-    prompt_tokens: int
-    prompt_ms: float
+    tokens_per_second: float | None  # CallTotals' rates over the group's calls
+    prompt_tokens_per_second: float | None
     memory_mb: float | None
     disk_mb: float
     load_seconds: float | None
@@ -118,15 +113,6 @@ class GroupFigures:
     @property
     def accuracy(self) -> float | None:
         return self.passed / self.cases if self.cases else None
-
-    @property
-    def tokens_per_second(self) -> float | None:
-        return self.gen_tokens / self.gen_seconds if self.gen_seconds > 0 else None
-
-    @property
-    def prompt_tokens_per_second(self) -> float | None:
-        return self.prompt_tokens / (self.prompt_ms / 1000) if self.prompt_ms > 0 else None
-
 
 def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
     """One line per missed threshold, measured against required; empty when the rubric holds."""
@@ -150,7 +136,7 @@ def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
     if base is not None and base.common:
         allowed = rubric.max_accuracy_drop or 0.0
         if base.drop > allowed + 1e-9:
-            shown = ", ".join(_case_name(c) for c in base.regressions[:5])
+            shown = ", ".join(case_label(c) for c in base.regressions[:5])
             more = f" and {len(base.regressions) - 5} more" if len(base.regressions) > 5 else ""
             reasons.append(
                 f"accuracy fell {base.drop:.2f} > {allowed:.2f} vs baseline "
@@ -187,13 +173,6 @@ def _check_fidelity(reasons: list[str], rubric: Rubric, fig: GroupFigures) -> No
         reasons.append(f"top-1 agreement {f['top1_agreement']:.3f} < {rubric.min_top1_agreement:g}")
     if rubric.max_perplexity_ratio is not None and f["perplexity_ratio"] > rubric.max_perplexity_ratio:
         reasons.append(f"perplexity ratio {f['perplexity_ratio']:.3f} > {rubric.max_perplexity_ratio:g}")
-
-
-def _case_name(key: str) -> str:
-    """``test_qa.py::test_fact[capital-peru]`` -> ``capital-peru``: short enough for one line."""
-    if key.endswith("]") and "[" in key:
-        return key[key.index("[") + 1 : -1]
-    return key.rsplit("::", 1)[-1]
 
 
 def _check_min(out: list[str], label: str, got: float | None, need: float | None, unit: str) -> None:

@@ -8,7 +8,8 @@ coverage near 0 and 1 where the Wald interval collapses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 Z95 = 1.959963984540054  # the 97.5th percentile of the standard normal
 
@@ -82,3 +83,52 @@ def paired(ref: dict[str, bool], var: dict[str, bool], gated_drop: float | None 
     # the test could call it significant, so a gate on it would give false confidence.
     underpowered = gated_drop is not None and n * max(gated_drop, 1.0 / max(n, 1)) < need
     return PairedComparison(n, lost, gained, drop, mcnemar_exact(lost, gained), underpowered)
+
+
+@dataclass
+class GroupComparison:
+    """This run's cases of one (group, variant) against the baseline's."""
+
+    regressions: list[str] = field(default_factory=list)  # passed before, miss/fail now
+    fixes: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # not in the baseline: left out
+    removed: list[str] = field(default_factory=list)
+    common: int = 0
+    baseline_accuracy: float | None = None  # on the common cases
+    accuracy: float | None = None
+
+    @property
+    def drop(self) -> float:
+        if self.baseline_accuracy is None or self.accuracy is None:
+            return 0.0
+        return self.baseline_accuracy - self.accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "regressions": self.regressions, "fixes": self.fixes, "added": self.added,
+            "removed": self.removed, "common": self.common,
+            "baseline_accuracy": self.baseline_accuracy, "accuracy": self.accuracy,
+            "drop": self.drop,
+        }
+
+
+def compare_group(baseline_cases: dict[str, str], now: dict[str, str]) -> GroupComparison:
+    """``{case key: outcome}`` before and now; skipped cases are not compared."""
+    before = {k: o for k, o in baseline_cases.items() if o != "skipped"}
+    after = {k: o for k, o in now.items() if o != "skipped"}
+    common = sorted(set(before) & set(after))
+    cmp = GroupComparison(
+        added=sorted(set(after) - set(before)),
+        removed=sorted(set(before) - set(after)),
+        common=len(common),
+    )
+    for k in common:
+        was, now_ok = before[k] == "passed", after[k] == "passed"
+        if was and not now_ok:
+            cmp.regressions.append(k)
+        elif now_ok and not was:
+            cmp.fixes.append(k)
+    if common:
+        cmp.baseline_accuracy = sum(before[k] == "passed" for k in common) / len(common)
+        cmp.accuracy = sum(after[k] == "passed" for k in common) / len(common)
+    return cmp

@@ -9,41 +9,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .rubric import MB
-from .stats import mcnemar_exact
-
-PASS_MARK = "ok"
-FAIL_MARK = "FAIL"
-
-
-@dataclass(frozen=True)
-class CaseRecord:
-    nodeid: str
-    variant: str
-    group: str | None
-    outcome: str  # passed | miss | failed | error | skipped
-    message: str = ""
+from .constants import MB
+from .records import CaseRecord, Verdict
 
 
 @dataclass
-class GroupResult:
-    group: str
-    variant: str
-    thresholds: dict[str, float]
-    cases: int
-    passed_cases: int
-    misses: int
-    failures: int
-    accuracy: float | None
-    tokens_per_second: float | None
-    passed: bool
-    reasons: list[str]
-    case_outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> outcome
-    accuracy_ci: list[float] | None = None  # 95% Wilson interval
-    baseline: dict[str, Any] | None = None  # GroupComparison.to_dict()
-    vs_reference: dict[str, Any] | None = None  # PairedComparison.to_dict() + reference name
-    fidelity: dict[str, Any] | None = None  # mean/p99 KLD, top-1 agreement, perplexity ratio
-    no_verdict: bool = False  # no case was evaluated: nothing to judge, so never a pass
+class GroupResult(Verdict):
+    """A verdict as the summary shows it: with every case's outcome (node id -> outcome)."""
+
+    case_outcomes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,7 +87,7 @@ def build_summary(
     *,
     variants: dict[str, dict[str, Any]],  # name -> Variant.to_dict() + stats snapshot
     cases: list[CaseRecord],
-    verdicts: dict[tuple[str, str], dict[str, Any]],  # (group, variant) -> verdict dict
+    verdicts: dict[tuple[str, str], Verdict],  # (group, variant) -> its verdict
     gate: str,
     incomplete: bool = False,
     environment: dict[str, Any] | None = None,
@@ -135,25 +109,8 @@ def build_summary(
             if v is None:
                 continue
             in_group = [c for c in mine if c.group == g]
-            group_results[g] = GroupResult(
-                group=g,
-                variant=name,
-                thresholds=dict(v["thresholds"]),
-                cases=int(v["cases"]),
-                passed_cases=int(v["passed_cases"]),
-                misses=int(v["misses"]),
-                failures=int(v["failures"]),
-                accuracy=v["accuracy"],
-                tokens_per_second=v.get("tokens_per_second"),
-                passed=bool(v["passed"]),
-                reasons=list(v["reasons"]),
-                case_outcomes={c.nodeid: c.outcome for c in in_group},
-                accuracy_ci=v.get("accuracy_ci"),
-                baseline=v.get("baseline"),
-                vs_reference=v.get("vs_reference"),
-                fidelity=v.get("fidelity"),
-                no_verdict=bool(v.get("no_verdict")),
-            )
+            group_results[g] = GroupResult(**v.to_dict(),
+                                           case_outcomes={c.nodeid: c.outcome for c in in_group})
         reasons: list[str] = []
         for g, gr in group_results.items():
             reasons.extend(f"{labels[g]}: {r}" for r in gr.reasons)
@@ -243,116 +200,3 @@ def group_labels(groups: list[str]) -> dict[str, str]:
             depth += 1
         out[g] = name(g, depth)
     return out
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _row_cells(summary: Summary, r: VariantRow, marks: tuple[str, str], ok: str, bad: str) -> list[str]:
-    """One table row: figures, each group's accuracy [95% interval] and mark, the verdict."""
-    cells = [r.name, f"{r.size_mb:.1f}", _fmt(r.memory_mb, 1), _fmt(r.load_seconds, 2),
-             _fmt(r.tokens_per_second, 1)]
-    for g in summary.groups:
-        gr = r.groups.get(g)
-        if gr is None:
-            cells.append("-")
-            continue
-        if gr.no_verdict:
-            cells.append("no verdict")
-            continue
-        acc = "n/a" if gr.accuracy is None else f"{gr.accuracy:.2f}"
-        if gr.accuracy_ci:
-            acc += f" [{gr.accuracy_ci[0]:.2f}-{gr.accuracy_ci[1]:.2f}]"
-        cells.append(f"{acc} {marks[0] if gr.passed else marks[1]}")
-    cells.append(ok if r.passed else bad + r.reasons[0])
-    return cells
-
-
-def render_lines(summary: Summary) -> list[str]:
-    """The terminal summary as plain lines (no colour): a table, then the one-line answer."""
-    if not summary.rows:
-        return ["no quant variant ran"]
-    lines: list[str] = [summary.baseline_note] if summary.baseline_note else []
-    header = ["variant", "disk MB", "mem MB", "load s", "gen tok/s"]
-    header += [summary.label(g) for g in summary.groups]
-    header += ["verdict"]
-    table: list[list[str]] = [header]
-    table += [_row_cells(summary, r, (PASS_MARK, FAIL_MARK), "pass", "FAIL: ") for r in summary.rows]
-    widths = _widths(table)
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    lines += _comparison_lines(summary)
-    if summary.incomplete:
-        lines.append("run incomplete: figures cover only the tests that finished")
-    if summary.smallest_passing:
-        r = summary.row(summary.smallest_passing)
-        lines.append(f"smallest passing variant: {r.name} ({r.size_mb:.1f} MB)")
-    else:
-        lines.append("no variant passes the rubric")
-    if len(summary.groups) > 1:
-        for g in summary.groups:
-            best = summary.smallest_passing_by_group.get(g)
-            lines.append(f"  {summary.label(g)}: {('smallest passing ' + best) if best else 'no variant passes'}")
-    return lines
-
-
-def _comparison_lines(summary: Summary) -> list[str]:
-    out: list[str] = []
-    for r in summary.rows:
-        for g, gr in r.groups.items():
-            b = gr.baseline
-            if b and (b["regressions"] or b["fixes"] or b["added"] or b["removed"]):
-                parts = []
-                if b["regressions"]:
-                    parts.append(f"{len(b['regressions'])} regressed ({', '.join(_tail(k) for k in b['regressions'][:4])})")
-                if b["fixes"]:
-                    parts.append(f"{len(b['fixes'])} fixed ({', '.join(_tail(k) for k in b['fixes'][:4])})")
-                if b["added"] or b["removed"]:
-                    parts.append(f"{len(b['added'])} new, {len(b['removed'])} removed cases not compared")
-                p = mcnemar_exact(len(b["regressions"]), len(b["fixes"]))
-                noise = f"; McNemar p={p:.3g}" + (", within noise" if b["regressions"] and p >= 0.05 else "")
-                out.append(f"{r.name} {summary.label(g)} vs baseline: " + "; ".join(parts) + noise)
-            f = gr.fidelity
-            if f and f.get("positions"):
-                out.append(f"{r.name} {summary.label(g)} fidelity vs {f['reference']}: mean KLD {f['mean_kld']:.4f}, "
-                           f"p99 {f['p99_kld']:.3f}, top-1 {f['top1_agreement'] * 100:.1f}%, "
-                           f"PPL ratio {f['perplexity_ratio']:.3f} ({f['positions']} positions)")
-            ref = gr.vs_reference
-            if ref:
-                note = ""
-                if ref["underpowered"]:
-                    note = (f"; too few cases: {ref['cases']} cases cannot show a drop of "
-                            f"{gr.thresholds.get('max_drop_vs_reference', 0):.2f} as significant")
-                elif ref["drop"] > 0 and ref["p_value"] >= 0.05:
-                    note = "; within noise"
-                out.append(f"{r.name} {summary.label(g)} vs {ref['reference']}: {ref['drop']:+.2f} drop "
-                           f"(lost {ref['lost']}, gained {ref['gained']}, McNemar p={ref['p_value']:.3g}){note}")
-    return out
-
-
-def _tail(key: str) -> str:
-    return key[key.index("[") + 1 : -1] if key.endswith("]") and "[" in key else key.rsplit("::", 1)[-1]
-
-
-def _widths(table: list[list[str]]) -> list[int]:
-    # The last column (verdict and reason) is left unpadded so long reasons do not widen the rest.
-    n = len(table[0])
-    return [max(len(row[i]) for row in table) if i < n - 1 else 0 for i in range(n)]
-
-
-def render_markdown(summary: Summary) -> str:
-    """The same table for ``$GITHUB_STEP_SUMMARY``."""
-    header = ["variant", "disk MB", "mem MB", "load s", "gen tok/s"]
-    header += [f"`{summary.label(g)}`" for g in summary.groups] + ["verdict"]
-    out = ["### quantgate", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in summary.rows:
-        cells = _row_cells(summary, r, ("✅", "❌"), "✅ pass", "❌ ")
-        cells[0] = f"**{r.name}**"
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    out.append("")
-    if summary.smallest_passing:
-        r = summary.row(summary.smallest_passing)
-        out.append(f"**smallest passing variant: {r.name} ({r.size_mb:.1f} MB)**")
-    else:
-        out.append("**no variant passes the rubric**")
-    return "\n".join(out) + "\n"

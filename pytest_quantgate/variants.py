@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from .config import VariantSpec
 from .gguf_info import GGUFError, GGUFInfo, read_info, sha256_file
-from .rubric import MB
+from .constants import MB
 
 
 class KeyValueCache(Protocol):
@@ -147,6 +147,26 @@ def estimate_memory_bytes(variant: Variant, llama_kwargs: Mapping[str, Any]) -> 
     kv = info.n_layer * n_ctx * (info.n_embd_kv * per_element("type_k")
                                  + info.n_embd_v * per_element("type_v"))
     return int(max(0, weights) + kv)
+
+
+GUARD_FACTOR = 3  # refuse to load past this multiple of the loosest memory_mb ceiling
+
+
+def memory_refusal(variant: Variant, llama_kwargs: Mapping[str, Any], ceilings: list[float | None],
+                   available: int) -> str | None:
+    """Why loading ``variant`` must not be tried, if so: it cannot fit (better refused than
+    OOM-killed with the session), or no group could pass (every group has a ``memory_mb``
+    ceiling, ``ceilings``, and the floor is far over even the loosest; a tight ceiling on one
+    slice must not block the variant for the slices that have none)."""
+    need = estimate_memory_bytes(variant, llama_kwargs)
+    if need > available * 0.9:
+        return (f"needs at least {need / MB:,.0f} MB (weights, KV cache) but only "
+                f"{available / MB:,.0f} MB is available; not loaded")
+    limits = [c for c in ceilings if c]
+    if ceilings and len(limits) == len(ceilings) and need / MB > GUARD_FACTOR * max(limits):
+        return (f"needs at least {need / MB:,.0f} MB, over {GUARD_FACTOR}x the loosest memory_mb "
+                f"{max(limits):g} of its groups; not loaded (raise memory_mb or drop the variant)")
+    return None
 
 
 def check_same_model(variants: list[Variant]) -> str | None:

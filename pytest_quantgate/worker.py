@@ -14,12 +14,8 @@ from dataclasses import asdict
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
-from .backend import Completion, Message, stop_list
+from .backend import Completion, Message, ModelCrashed, stop_list
 from .variants import Variant
-
-
-class ModelCrashed(Exception):
-    """The worker died: the message names the variant and the signal."""
 
 
 def serve(conn: Any, model_path: str, llama_kwargs: dict[str, Any]) -> None:
@@ -72,7 +68,7 @@ class WorkerModel:
                                  name=f"quantgate-{variant.name}", daemon=True)
         self._proc.start()
         child.close()
-        self.memory_bytes = 0
+        self.memory_bytes: int | None = 0  # the worker's own peak RSS growth, nothing else in it
         self.crashed: str | None = None  # the crash message once the worker has died
         info = self._receive()
         self._loading = False

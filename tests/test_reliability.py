@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project
+from quantgate_project import Project
 
 USE = "def test_use(quant_model):\n    assert quant_model.generate('1, 2, 3,', max_tokens=4)\n"
 
@@ -321,10 +321,10 @@ def test_a_verdict_that_cannot_be_evaluated_fails_and_keeps_its_figures(project:
     summary keeps it, with the accuracy of the cases that ran (it used to show n/a)."""
     project.config(["Q2_K"])
     project.pytester.makeconftest("""
-        import pytest_quantgate.session as session
+        import pytest_quantgate.judge as judge
         def boom(rubric, figures):
             raise RuntimeError("simulated fault")
-        session.evaluate = boom
+        judge.evaluate = boom
     """)
     project.pytester.makepyfile(test_e=textwrap.dedent("""
         import pytest

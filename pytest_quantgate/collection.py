@@ -1,0 +1,195 @@
+"""Collection: which tests form eval groups, the verdict test each (group, variant) gets, the
+order tests run in (one block per variant: one load, one resident model), and keeping a
+variant's tests and verdicts on one xdist worker."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable
+
+import pytest
+
+from .constants import MARKER, PARAM, VERDICT_PROP
+from .display import show
+from .records import Verdict
+from .rubric import Rubric, RubricError, parse_rubric
+
+FLAT_FIGURES = ("accuracy", "tokens_per_second", "memory_mb", "disk_mb", "load_seconds")
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str  # nodeid-like: the module, class or function the quant_rubric marker sits on
+    rubric: Rubric
+
+
+Judge = Callable[[Group, str], Verdict]
+
+
+class RubricItem(pytest.Item):
+    """The verdict test for one (eval group, variant): runs after the group's cases and only
+    reads what they recorded (``judge``)."""
+
+    def __init__(self, *, group: Group, variant: str, judge: Judge, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.group = group
+        self.variant = variant
+        self._judge = judge
+
+    def runtest(self) -> None:
+        __tracebackhide__ = True
+        verdict = self._judge(self.group, self.variant)
+        self.user_properties.append((VERDICT_PROP, verdict.to_dict()))
+        for key in FLAT_FIGURES:  # flat figures for JUnit XML dashboards
+            value = getattr(verdict, key)
+            if value is not None:
+                self.user_properties.append((f"quantgate.{key}", round(value, 4)))
+        if verdict.reasons:
+            pytest.fail("\n".join(verdict.reasons), pytrace=False)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        # Like Function.reportinfo: the part of the id below the module, dotted.
+        module_id = self.nodeid.split("::", 1)
+        return self.path, None, (module_id[1] if len(module_id) > 1 else self.name).replace("::", ".")
+
+
+def variant_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and PARAM in callspec.params:
+        return str(callspec.params[PARAM])
+    if isinstance(item, RubricItem):
+        return item.variant
+    return None
+
+
+class Groups:
+    """The eval groups found at collection, each with its merged rubric."""
+
+    def __init__(self, defaults: Rubric, isolation: str) -> None:
+        self.defaults = defaults
+        self.isolation = isolation
+        self.by_key: dict[str, Group] = {}
+
+    def of(self, item: pytest.Item) -> Group | None:
+        marks = list(item.iter_markers_with_node(MARKER))
+        if not marks:
+            return None
+        node, _ = marks[0]
+        if node is item:  # marker on the function: group = the function across its params
+            key = f"{item.parent.nodeid}::{getattr(item, 'originalname', item.name)}" if item.parent else item.nodeid
+        else:
+            key = node.nodeid
+        if key in self.by_key:
+            return self.by_key[key]
+        rubric = self.defaults
+        for _node, mark in reversed(marks):  # farthest first, so closer markers override
+            if mark.args:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: {MARKER}: takes keyword arguments only, got {show(mark.args)}"
+                )
+            try:
+                rubric = rubric.merged(parse_rubric(mark.kwargs))
+            except RubricError as exc:
+                raise pytest.UsageError(f"{item.nodeid}: {MARKER}: {exc}") from None
+        if rubric.needs_fidelity and self.isolation == "process":
+            raise pytest.UsageError(
+                f"{item.nodeid}: {MARKER}: max_kld/min_top1_agreement/max_perplexity_ratio need the "
+                "model in the test process, but isolation is process; use --quant-isolation=none"
+            )
+        group = Group(key, rubric)
+        self.by_key[key] = group
+        return group
+
+    @property
+    def need_reference(self) -> bool:
+        return any(g.rubric.needs_fidelity or g.rubric.max_drop_vs_reference is not None
+                   for g in self.by_key.values())
+
+
+@dataclass
+class Arranged:
+    """What collection decided: each case's group, and each (group, variant)'s last case."""
+
+    item_group: dict[str, str]  # case nodeid -> group key
+    last_case: dict[tuple[str, str], str]  # (group, variant) -> nodeid of its last case
+
+
+def arrange(config: pytest.Config, items: list[pytest.Item], selected: tuple[str, ...],
+            groups: Groups, judge: Judge) -> Arranged:
+    """Reorder ``items`` in place and insert the verdict tests."""
+    order = {name: i for i, name in enumerate(selected)}
+    # Stable sort: tests without a variant first, then one block per variant in run order,
+    # each block in collection order. One block = one load = one resident model.
+    items.sort(key=lambda it: order.get(variant_of(it) or "", -1))
+    out: list[pytest.Item] = []
+    grouped: list[tuple[pytest.Item, str]] = []
+    last_index: dict[tuple[str, str], int] = {}
+    last_item: dict[tuple[str, str], pytest.Item] = {}
+    for item in items:
+        variant = variant_of(item)
+        group = groups.of(item) if variant is not None else None
+        out.append(item)
+        if variant is not None and group is not None:
+            grouped.append((item, group.key))
+            last_index[(group.key, variant)] = len(out) - 1
+            last_item[(group.key, variant)] = item
+    # Verdict items are made here, after pytest's own --deselect ran: apply it to them too.
+    deselect = tuple(config.getoption("deselect", None) or ())
+    for (gkey, variant), idx in sorted(last_index.items(), key=lambda kv: kv[1], reverse=True):
+        verdict = _verdict_item(last_item[(gkey, variant)], groups.by_key[gkey], variant, judge)
+        if deselect and verdict.nodeid.startswith(deselect):
+            config.hook.pytest_deselected(items=[verdict])
+            continue
+        out.insert(idx + 1, verdict)
+    items[:] = out
+    if config.pluginmanager.hasplugin("xdist"):
+        _keep_variants_together(config, items, groups.need_reference)
+    return Arranged(item_group={item.nodeid: key for item, key in grouped},  # final node ids
+                    last_case={pair: item.nodeid for pair, item in last_item.items()})
+
+
+def _verdict_item(case: pytest.Item, group: Group, variant: str, judge: Judge) -> RubricItem:
+    node = next(iter(case.iter_markers_with_node(MARKER)))[0]
+    if node is case:  # function-level group: sit beside the function, named after it
+        parent: pytest.Collector | None = case.parent
+        name = f"{getattr(case, 'originalname', case.name)}::{MARKER}[{variant}]"
+    else:
+        assert isinstance(node, pytest.Collector)
+        parent = node
+        name = f"{MARKER}[{variant}]"
+    assert parent is not None
+    return RubricItem.from_parent(parent, name=name, group=group, variant=variant, judge=judge)
+
+
+def _keep_variants_together(config: pytest.Config, items: list[pytest.Item], need_reference: bool) -> None:
+    """Under ``pytest -n``, a variant's cases and its verdicts must share one worker: the
+    verdict reads the cases' outcomes and the model is loaded once per worker. Gates that
+    compare to the reference need its results in the same process, so then all variants
+    share one worker (correct, not parallel)."""
+    grouped = getattr(config, "workerinput", {}).get("quantgate_loadgroup")
+    for item in items:
+        variant = variant_of(item)
+        if variant is None:
+            continue
+        xgroup = "quantgate" if need_reference else variant
+        item.add_marker(pytest.mark.xdist_group(name=xgroup))
+        if grouped and not item.nodeid.endswith("@" + xgroup):
+            # xdist turns marks into "@group" node id suffixes in a hook that ran before this
+            # trylast one (which must follow -k); apply the same rule.
+            _set_nodeid(item, f"{item.nodeid}@{xgroup}")
+
+
+def _set_nodeid(item: pytest.Item, nodeid: str) -> None:
+    """Rename a collected item, as xdist's loadgroup does. pytest 9 keeps ids as a structured
+    ``NodeId`` whose type moves between releases, so it is reached without static types."""
+    target: Any = item
+    if hasattr(item, "_id"):
+        node_id: Any = importlib.import_module("_pytest.nodeid").NodeId
+        path, _, rest = nodeid.partition("::")
+        # The whole tail as names, no params: str() gives back exactly `nodeid`.
+        target._id = node_id(path=path, names=tuple(rest.split("::")), params=None)
+    else:  # pytest < 9
+        target._nodeid = nodeid
