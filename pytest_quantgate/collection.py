@@ -153,14 +153,14 @@ def arrange(config: pytest.Config, items: list[pytest.Item], selected: tuple[str
 
 def _verdict_item(case: pytest.Item, group: Group, variant: str, judge: Judge) -> RubricItem:
     node = next(iter(case.iter_markers_with_node(MARKER)))[0]
+    parent: Any  # Node | None or Collector | None, depending on the pytest release
     if node is case:  # function-level group: sit beside the function, named after it
-        parent: pytest.Collector | None = case.parent
+        parent = case.parent
         name = f"{getattr(case, 'originalname', case.name)}::{MARKER}[{variant}]"
     else:
-        assert isinstance(node, pytest.Collector)
         parent = node
         name = f"{MARKER}[{variant}]"
-    assert parent is not None
+    assert isinstance(parent, pytest.Collector)
     return RubricItem.from_parent(parent, name=name, group=group, variant=variant, judge=judge)
 
 

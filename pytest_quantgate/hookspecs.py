@@ -19,12 +19,19 @@ def pytest_quantgate_load_model(
 ) -> LoadedModel | None:
     """Load ``variant`` and return a ``LoadedModel``; the first non-None result wins.
 
-    The llama.cpp backend is the default implementation (``trylast``). A conftest can serve
-    a variant from elsewhere (a server, a subprocess, a fake for fast tests)::
+    The session's llama.cpp backend is the default implementation (``trylast``: in process,
+    or in a worker process with ``isolation: process``). A conftest can serve a variant from
+    elsewhere (a server, a subprocess, a fake for fast tests)::
 
         def pytest_quantgate_load_model(config, variant, llama_kwargs):
             if variant.name == "REMOTE":
                 return MyHttpModel(url=...)
+
+    The object needs ``llm`` (or None), ``crashed`` (None, or the message once the place
+    that holds the model died), ``memory_bytes`` (None to have this process's RSS measured,
+    or the placement's own figure), ``complete``, ``chat`` and ``close``: see
+    ``pytest_quantgate.backend.LoadedModel``. Raising ``pytest.skip`` skips the variant's
+    tests, which then have no verdict.
     """
 
 

@@ -1,7 +1,8 @@
-"""Compute, then render: the end-of-session ``Summary`` and pure functions that print it.
+"""The end-of-session ``Summary``: verdicts and case records -> one row per variant, the
+smallest passing variant overall and per group. Printing it is ``render.py``'s job.
 
-Inputs are the plain dicts that travelled on test reports, so the same code serves a plain
-run and the controller of a ``pytest -n`` run.
+Inputs are what travelled on test reports, so the same code serves a plain run and the
+controller of a ``pytest -n`` run.
 """
 
 from __future__ import annotations
