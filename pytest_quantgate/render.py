@@ -50,11 +50,7 @@ def render_lines(summary: Summary) -> list[str]:
     lines += _comparison_lines(summary)
     if summary.incomplete:
         lines.append("run incomplete: figures cover only the tests that finished")
-    if summary.smallest_passing:
-        r = summary.row(summary.smallest_passing)
-        lines.append(f"smallest passing variant: {r.name} ({r.size_mb:.1f} MB)")
-    else:
-        lines.append("no variant passes the rubric")
+    lines.append(_answer(summary))
     if len(summary.groups) > 1:
         for g in summary.groups:
             best = summary.smallest_passing_by_group.get(g)
@@ -112,9 +108,13 @@ def render_markdown(summary: Summary) -> str:
         cells[0] = f"**{r.name}**"
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     out.append("")
+    out.append(f"**{_answer(summary)}**")
+    return "\n".join(out) + "\n"
+
+
+def _answer(summary: Summary) -> str:
+    """The one line the run exists for."""
     if summary.smallest_passing:
         r = summary.row(summary.smallest_passing)
-        out.append(f"**smallest passing variant: {r.name} ({r.size_mb:.1f} MB)**")
-    else:
-        out.append("**no variant passes the rubric**")
-    return "\n".join(out) + "\n"
+        return f"smallest passing variant: {r.name} ({r.size_mb:.1f} MB)"
+    return "no variant passes the rubric"

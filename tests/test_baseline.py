@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Project
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "example_project"
+from quantgate_project import Project
 
 CASES = """
 import pytest
@@ -87,14 +83,8 @@ def test_changed_expected_answer_fails_the_verdict_naming_the_case(project: Proj
     assert group(report, "Q8_0", "test_next.py")["baseline"]["regressions"] == [f"test_next.py::test_next[{victim}]"]
 
 
-def _facts(project: Project) -> None:
-    (project.path / "cases").mkdir(exist_ok=True)
-    shutil.copy(EXAMPLE / "cases" / "facts.yaml", project.path / "cases")
-    shutil.copy(EXAMPLE / "test_facts.py", project.path)
-
-
 def test_swapped_file_is_reported_and_its_flips_fail_the_verdict(project: Project) -> None:
-    _facts(project)
+    project.copy_example(["facts"])
     project.config(["Q8_0"])
     project.run("--quant-update-baseline")
     # someone re-quantized "Q8_0" and the file is now really a Q2_K
@@ -138,7 +128,7 @@ def test_nothing_comparable_refuses_with_how_to_update(project: Project) -> None
 
 
 def test_max_drop_vs_reference_fails_a_low_rung_and_passes_a_high_one(project: Project) -> None:
-    _facts(project)
+    project.copy_example(["facts"])
     project.config(["F16", "Q8_0", "Q2_K"], reference="F16", rubric={"max_drop_vs_reference": 0.05})
     result, report = project.run_report("-p", "no:randomly")
     q8 = group(report, "Q8_0", "test_facts.py")
@@ -162,7 +152,7 @@ def test_max_drop_vs_reference_fails_a_low_rung_and_passes_a_high_one(project: P
 
 
 def test_reference_not_selected_uses_the_baseline_or_says_why(project: Project) -> None:
-    _facts(project)
+    project.copy_example(["facts"])
     project.config(["F16", "Q2_K"], reference="F16", rubric={"max_drop_vs_reference": 0.05})
     result = project.run("--quant-variants=Q2")
     result.stdout.fnmatch_lines([

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SOURCE, Ladder
+from quantgate_project import SOURCE, Ladder
 from pytest_quantgate.gguf_info import read_info
 
 

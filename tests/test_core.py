@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project
+from quantgate_project import Project
 
 CAPITAL_TEST = """
 def test_capital(quant_model):

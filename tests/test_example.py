@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import Project
+from quantgate_project import EXAMPLE, SLICES, Project
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "example_project"
 RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
-SLICES = ("facts", "arithmetic", "format")
-
-
-def copy_example(project: Project, rungs: tuple[str, ...] = RUNGS) -> dict[str, dict[str, Any]]:
-    for name in ("quantgate.yaml", "pytest.ini", *(f"test_{s}.py" for s in SLICES)):
-        shutil.copy(EXAMPLE / name, project.path / name)
-    shutil.copytree(EXAMPLE / "cases", project.path / "cases")
-    models = project.path / "models"
-    models.mkdir()
-    for rung in rungs:  # the config's variants_glob names them from GGUF metadata
-        (models / project.ladder.files[rung].name).symlink_to(project.ladder.files[rung])
-    return {s: yaml.safe_load((EXAMPLE / "cases" / f"{s}.yaml").read_text()) for s in SLICES}
 
 
 def test_example_verdicts_agree_with_per_case_results(project: Project) -> None:
-    slices = copy_example(project)
+    slices = project.copy_example(rungs=RUNGS)
     defaults = yaml.safe_load((EXAMPLE / "quantgate.yaml").read_text())["rubric"]
     result, report = project.run_report("-p", "no:randomly")
     assert [v["name"] for v in report["variants"]] == ["Q2_K", "Q4_K_M", "Q8_0", "F16"]
@@ -70,7 +55,7 @@ def group_passed(report: dict[str, Any], name: str) -> dict[str, bool]:
 
 def test_same_summary_under_xdist(project: Project) -> None:
     """`pytest -n 2`: each variant stays on one worker; the controller's summary is the same."""
-    copy_example(project, ("Q8_0", "Q2_K"))
+    project.copy_example(rungs=("Q8_0", "Q2_K"))
     cfg = project.path / "quantgate.yaml"
     # one thread per worker (batch too): two OpenMP pools spinning on two cores would crawl;
     # speed then differs between the runs, so it is not gated here

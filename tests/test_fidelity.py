@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Ladder, Project
+from quantgate_project import Ladder, Project
 from pytest_quantgate.fidelity import Fidelity, Scorer, TopK, log_softmax, perplexity_chunks
 
 CORPUS = Path(__file__).parent / "data" / "corpus.txt"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Project
+from quantgate_project import Project
 
 
 def _write_config(project: Project, variants: dict[str, str], **extra: object) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import Ladder, Project
+from quantgate_project import Ladder, Project
 from pytest_quantgate.baseline import (
     OUTCOMES,
     SCHEMA,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Ladder, Project
+from quantgate_project import Ladder, Project
 from pytest_quantgate import cli
 from pytest_quantgate.config import load_settings
 

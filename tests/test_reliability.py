@@ -269,7 +269,7 @@ def test_a_variant_whose_cases_all_skip_has_no_verdict_and_never_passes(project:
     result.assert_outcomes(passed=2, skipped=1, failed=1)
     result.stdout.fnmatch_lines([
         "Q2_K *no verdict*FAIL: test_*::test_s: no verdict: none of its 1 case(s) was evaluated on Q2_K, "
-        "all skipped: Skipped: served elsewhere",
+        "all skipped: served elsewhere",
         "smallest passing variant: Q8_0 *",
     ])
     assert result.ret == pytest.ExitCode.TESTS_FAILED

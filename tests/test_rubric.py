@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import xml.etree.ElementTree as ET
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import Project
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "example_project"
+from quantgate_project import Project
 
 # Deterministic levers: disk sizes are fixed by the files (F16 270.9, Q8_0 144.8, Q4_K_M 105.5,
 # Q2_K 88.2 MB), so a disk_mb ceiling decides verdicts without depending on model answers.
@@ -193,17 +188,9 @@ def test_junit_properties_and_github_step_summary(project: Project, monkeypatch:
     assert "**smallest passing variant: Q4_K_M (105.5 MB)**" in md
 
 
-def _load_slice(project: Project, name: str) -> dict[str, Any]:
-    (project.path / "cases").mkdir(exist_ok=True)
-    shutil.copy(EXAMPLE / "cases" / f"{name}.yaml", project.path / "cases")
-    shutil.copy(EXAMPLE / f"test_{name}.py", project.path)
-    data: dict[str, Any] = __import__("yaml").safe_load((EXAMPLE / "cases" / f"{name}.yaml").read_text())
-    return data
-
-
 def test_example_facts_slice_low_rung_misses_high_rung_passes(project: Project) -> None:
     """The real thing: the example's factual slice, unmodified, on four rungs."""
-    data = _load_slice(project, "facts")
+    data = project.copy_example(["facts"])["facts"]
     project.config(["F16", "Q8_0", "Q4_K_M", "Q2_K"], reference="F16")
     result, report = project.run_report("-v", "-p", "no:randomly")
     need = data["rubric"]["accuracy"]
@@ -246,4 +233,6 @@ def test_report_matches_terminal(project: Project) -> None:
         assert row[4] == f"{v['tokens_per_second']:.1f}"
     env = report["environment"]
     assert env["llama_cpp_python"] and "CPU" in env["llama_cpp_system_info"] and env["threads"] == 2
-    assert json.dumps(report)  # plain data all the way down
+    # strict JSON: json.loads reads NaN and Infinity back, but jq, JavaScript and most CI
+    # tools reject them, so no figure may be one
+    json.dumps(report, allow_nan=False)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import scipy.stats as scipy_stats  # the independent reference: test extras only
 
-from pytest_quantgate.baseline import case_key, compare_group, fingerprint_changes
+from pytest_quantgate.baseline import fingerprint_changes
+from pytest_quantgate.records import case_key
+from pytest_quantgate.stats import compare_group
 from pytest_quantgate.stats import mcnemar_exact, min_discordant_for_significance, paired, wilson
 
 

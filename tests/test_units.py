@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Ladder
+from quantgate_project import Ladder
 from pytest_quantgate.checks import contains_any, json_matching, matches, number_in, numbers
 from pytest_quantgate.config import ConfigError, select_variants
 from pytest_quantgate.gguf_info import GGUFError, read_info
 from pytest_quantgate.rubric import GroupFigures, Rubric, RubricError, evaluate, parse_rubric
-from pytest_quantgate.summary import CaseRecord, build_summary, render_lines
+from pytest_quantgate.records import CaseRecord, Verdict
+from pytest_quantgate.render import render_lines
+from pytest_quantgate.summary import build_summary
 
 NAMES = ("F16", "Q8_0", "Q4_0", "Q4_K_M", "Q2_K")
 
@@ -54,9 +56,9 @@ def test_parse_rubric_rejects(values: dict[str, object], message: str) -> None:
 
 
 def fig(**kw: object) -> GroupFigures:
-    base: dict[str, object] = dict(cases=50, passed=31, misses=19, failures=0, gen_tokens=1000,
-                                   gen_seconds=20.0, prompt_tokens=500, prompt_ms=1000.0,
-                                   memory_mb=512.0, disk_mb=105.5, load_seconds=0.2)
+    base: dict[str, object] = dict(cases=50, passed=31, misses=19, failures=0, tokens_per_second=50.0,
+                                   prompt_tokens_per_second=500.0, memory_mb=512.0, disk_mb=105.5,
+                                   load_seconds=0.2)
     base.update(kw)
     return GroupFigures(**base)  # type: ignore[arg-type]
 
@@ -72,7 +74,7 @@ def test_evaluate_one_line_per_miss() -> None:
 
 
 def test_evaluate_unmeasured_is_a_miss_not_a_pass() -> None:
-    assert evaluate(Rubric(tokens_per_second=1), fig(gen_tokens=0, gen_seconds=0.0)) == [
+    assert evaluate(Rubric(tokens_per_second=1), fig(tokens_per_second=None)) == [
         "speed: not measured (no generation call in this group)"
     ]
     assert evaluate(Rubric(accuracy=0.5), fig(cases=0, passed=0)) == ["accuracy: no case ran"]
@@ -103,9 +105,10 @@ def test_checks_give_bool_and_reason() -> None:
 def _summary(outcomes: dict[str, list[str]], sizes: dict[str, int], verdict_pass: dict[str, bool]):  # type: ignore[no-untyped-def]
     cases = [CaseRecord(f"t.py::test[{v}-{i}]", v, "t.py", o) for v, os_ in outcomes.items() for i, o in enumerate(os_)]
     verdicts = {
-        ("t.py", v): {"thresholds": {"accuracy": 0.5}, "cases": len(os_), "passed_cases": os_.count("passed"),
-                      "misses": os_.count("miss"), "failures": 0, "accuracy": os_.count("passed") / len(os_),
-                      "passed": verdict_pass[v], "reasons": [] if verdict_pass[v] else ["accuracy 0.00 < 0.50 (0/2 cases)"]}
+        ("t.py", v): Verdict(group="t.py", variant=v, thresholds={"accuracy": 0.5}, cases=len(os_),
+                             passed_cases=os_.count("passed"), misses=os_.count("miss"), failures=0,
+                             accuracy=os_.count("passed") / len(os_), passed=verdict_pass[v],
+                             reasons=[] if verdict_pass[v] else ["accuracy 0.00 < 0.50 (0/2 cases)"])
         for v, os_ in outcomes.items()
     }
     variants = {v: {"name": v, "size_bytes": s, "stats": {"loads": 1, "memory_mb": 1.0}} for v, s in sizes.items()}
