@@ -1,7 +1,8 @@
-"""Committed baselines: what passed last time, and what the run was made of.
+"""Committed baselines: what passed last time, under which thresholds, and what the run was
+made of.
 
-The file is for pull-request review: sorted keys, rounded figures, one case per line, and
-the same bytes every time it is written from the same results.
+The file is for pull-request review: sorted keys, one case per line, no timings, and the same
+bytes every time it is written from the same results.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ def case_set_hash(keys: list[str]) -> str:
 
 
 def build_baseline(summary: Summary, cases: list[CaseRecord], settings_llama: dict[str, Any],
-                   settings_generation: dict[str, Any]) -> dict[str, Any]:
+                   settings_generation: dict[str, Any], reference: str | None = None) -> dict[str, Any]:
+    """The document to commit. Only what is a function of (files, prompts, parameters) goes in:
+    outcomes, accuracies, thresholds, the fingerprint. Timings and memory move between equal
+    runs, so they live in the JSON report, and blessing an unchanged setup twice writes the
+    same bytes."""
     env = summary.environment
     variants: dict[str, Any] = {}
     files: dict[str, str] = {}
@@ -39,21 +44,13 @@ def build_baseline(summary: Summary, cases: list[CaseRecord], settings_llama: di
             group_cases.setdefault(g, set()).update(outcomes)
             groups[g] = {
                 "accuracy": None if gr.accuracy is None else round(gr.accuracy, 4),
-                "passed": gr.passed,
+                "thresholds": dict(sorted(gr.thresholds.items())),
                 "cases": dict(sorted(outcomes.items())),
             }
-        variants[row.name] = {
-            "file_type": row.file_type,
-            "size_bytes": row.size_bytes,
-            "figures": {
-                "load_seconds": _r(row.load_seconds, 2),
-                "memory_mb": _r(row.memory_mb, 0),
-                "tokens_per_second": _r(row.tokens_per_second, 0),
-            },
-            "groups": groups,
-        }
+        variants[row.name] = {"file_type": row.file_type, "size_bytes": row.size_bytes, "groups": groups}
     return {
         "schema": SCHEMA,
+        "reference": reference,
         "fingerprint": {
             "llama_cpp_python": env.get("llama_cpp_python"),
             "llama_cpp_system_info": env.get("llama_cpp_system_info"),
@@ -91,6 +88,7 @@ def merge_baseline(old: dict[str, Any], new: dict[str, Any], *, keep_unseen: boo
                          "accuracy": round(passed / len(cases), 4) if cases else None}
         entry.update(data)
         entry["groups"] = groups
+        entry.pop("figures", None)  # older files kept timings; they move between equal runs
     for data in merged["variants"].values():
         for g, group in data.get("groups", {}).items():
             if any(g in v["groups"] for v in new["variants"].values()):
@@ -102,6 +100,10 @@ def merge_baseline(old: dict[str, Any], new: dict[str, Any], *, keep_unseen: boo
                        **{g: case_set_hash(sorted(k)) for g, k in case_sets.items()}}
     merged["fingerprint"] = fp
     merged["schema"] = SCHEMA
+    merged["reference"] = new.get("reference")
+    for data in merged["variants"].values():
+        for group in data.get("groups", {}).values():
+            group.pop("passed", None)  # a verdict may flip on a speed gate: not a committed fact
     return merged
 
 
@@ -163,12 +165,15 @@ def read_baseline(path: Path) -> dict[str, Any]:
 # A hand-written walk over the schema ``build_baseline`` writes (SCHEMA 1):
 #
 #   schema: 1
+#   reference: string|null                                       (optional: older files lack it)
 #   fingerprint: {llama_cpp_python: string|null, llama_cpp_system_info: string|null,
 #                 llama: {key: scalar}, generation: {key: scalar},
 #                 files: {variant: string}, case_sets: {group: string}}
 #   variants: {variant: {file_type: string, size_bytes: integer >= 0,
-#                        figures: {load_seconds, memory_mb, tokens_per_second: number|null},
-#                        groups: {group: {accuracy: number 0..1|null, passed: boolean,
+#                        figures: {key: number|null}                  (optional, older files only)
+#                        groups: {group: {accuracy: number 0..1|null,
+#                                         thresholds: {key: number}    (optional: older files lack it)
+#                                         passed: boolean              (optional, older files only)
 #                                         cases: {case key: passed|miss|failed|error}}}}}
 
 
@@ -204,6 +209,8 @@ def _check_document(data: dict[str, Any]) -> None:
         raise _Invalid("schema", f"expected {SCHEMA}, got {_show(schema)}")
     _object(data, "")
 
+    if data.get("reference") is not None:
+        _string(data["reference"], "reference")
     fp = _object(data["fingerprint"], "fingerprint", ("llama_cpp_python", "llama_cpp_system_info",
                                                       "llama", "generation", "files", "case_sets"))
     for key in ("llama_cpp_python", "llama_cpp_system_info"):
@@ -219,24 +226,28 @@ def _check_document(data: dict[str, Any]) -> None:
 
     for name, variant in _object(data["variants"], "variants").items():
         where = _at("variants", name)
-        v = _object(variant, where, ("file_type", "size_bytes", "figures", "groups"))
+        v = _object(variant, where, ("file_type", "size_bytes", "groups"))
         _string(v["file_type"], _at(where, "file_type"))
         size = v["size_bytes"]
         if not (_is_number(size) and isinstance(size, int) and size >= 0):
             raise _Invalid(_at(where, "size_bytes"), f"expected a whole number >= 0, got {_show(size)}")
-        figures = _at(where, "figures")
-        fig = _object(v["figures"], figures, ("load_seconds", "memory_mb", "tokens_per_second"))
-        for key in ("load_seconds", "memory_mb", "tokens_per_second"):
-            _number(fig[key], _at(figures, key), nullable=True)
+        if "figures" in v:  # written by earlier versions; read, never written again
+            figures = _at(where, "figures")
+            for key, value in _object(v["figures"], figures).items():
+                _number(value, _at(figures, key), nullable=True)
         groups = _at(where, "groups")
         for g, group in _object(v["groups"], groups).items():
             gw = _at(groups, g)
-            gr = _object(group, gw, ("accuracy", "passed", "cases"))
+            gr = _object(group, gw, ("accuracy", "cases"))
             acc = gr["accuracy"]
             if acc is not None and not (_is_number(acc) and 0 <= acc <= 1):
                 raise _Invalid(_at(gw, "accuracy"), f"expected a number from 0 to 1 or null, got {_show(acc)}")
-            if not isinstance(gr["passed"], bool):
+            if "passed" in gr and not isinstance(gr["passed"], bool):
                 raise _Invalid(_at(gw, "passed"), f"expected a boolean, got {_show(gr['passed'])}")
+            if "thresholds" in gr:
+                tw = _at(gw, "thresholds")
+                for key, value in _object(gr["thresholds"], tw).items():
+                    _number(value, _at(tw, key))
             cases = _at(gw, "cases")
             for key, outcome in _object(gr["cases"], cases).items():
                 if not isinstance(outcome, str) or outcome not in OUTCOMES:

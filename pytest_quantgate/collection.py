@@ -15,7 +15,7 @@ import pytest
 from .constants import MARKER, PARAM, VERDICT_PROP
 from .display import show
 from .records import Verdict
-from .rubric import Rubric, RubricError, parse_rubric
+from .rubric import RELATIVE_KEYS, Rubric, RubricError, parse_rubric
 
 FLAT_FIGURES = ("accuracy", "tokens_per_second", "memory_mb", "disk_mb", "load_seconds")
 
@@ -106,6 +106,7 @@ class Groups:
     @property
     def need_reference(self) -> bool:
         return any(g.rubric.needs_fidelity or g.rubric.max_drop_vs_reference is not None
+                   or any(getattr(g.rubric, k) is not None for k in RELATIVE_KEYS)
                    for g in self.by_key.values())
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import yaml
 
+from .constants import PROBE_REPEATS
 from .display import show
 from .llama_params import (
     DEFAULT_GENERATION,
@@ -31,8 +32,9 @@ from .rubric import Rubric, RubricError, parse_rubric
 DEFAULT_CONFIG_NAME = "quantgate.yaml"
 TOP_LEVEL_KEYS = (
     "model", "variants", "variants_glob", "reference", "llama", "rubric", "generation", "baseline",
-    "isolation", "fidelity", "call_timeout",
+    "isolation", "fidelity", "call_timeout", "speed_probe",
 )
+SPEED_PROBE_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType({"repeats": int})
 FIDELITY_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
     {"corpus": str, "n_ctx": int, "top_k": int}
 )
@@ -72,6 +74,7 @@ class Settings:
     fidelity_n_ctx: int = 512
     fidelity_top_k: int = 1024
     call_timeout: float = DEFAULT_CALL_TIMEOUT  # seconds one call may take in a worker process
+    probe_repeats: int = PROBE_REPEATS  # timed runs of the speed probe (after one warm-up)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -177,6 +180,10 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
             or not 0 < call_timeout <= MAX_CALL_TIMEOUT):  # also refuses NaN
         raise ConfigError(f"{where}: call_timeout: expected seconds, a number above 0 and at most "
                           f"{MAX_CALL_TIMEOUT:.0f}, got {_kind(call_timeout)}")
+    probe = _typed_section(raw, "speed_probe", SPEED_PROBE_KEYS, where)
+    repeats = probe.get("repeats", PROBE_REPEATS)
+    if not 3 <= repeats <= 100:
+        raise ConfigError(f"{where}: speed_probe.repeats: expected 3 to 100 timed runs, got {show(repeats)}")
     model = raw.get("model", path.parent.name)
     if not (isinstance(model, str) or type(model) in (int, float) and abs(model) < 1e15):
         # str() of a nested value could be huge (YAML aliases): a label must be a scalar
@@ -195,6 +202,7 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
         fidelity_n_ctx=int(fid.get("n_ctx", 512)),
         fidelity_top_k=int(fid.get("top_k", 1024)),
         call_timeout=float(call_timeout),
+        probe_repeats=int(repeats),
     )
 
 

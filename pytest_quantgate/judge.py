@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .measure import CallTotals
-from .records import CaseRecord, Verdict, case_key
-from .rubric import GroupFigures, Rubric, evaluate
-from .stats import compare_group, paired, wilson
+from .measure import CallTotals, Probe
+from .records import CaseRecord, Verdict, case_key, case_label
+from .rubric import RUBRIC_KEYS, GroupFigures, Rubric, evaluate
+from .stats import GroupComparison, compare_group, paired, wilson
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,12 @@ class Evidence:
     broken: str | None = None  # preflight refused the file
     not_loaded: str | None = None  # the backend could not load it, or its worker died
     baseline_cases: dict[str, str] | None = None  # case key -> outcome in the baseline
+    baseline_thresholds: dict[str, float] | None = None  # the group's gate when it was blessed
+    baseline_reference: str | None = None
+    narrowed: bool = False  # -k, --deselect, node ids: cases not in this run were not lost
+    probe: Probe | None = None  # this variant's speed probe, when a speed gate asked for it
+    reference_probe: Probe | None = None  # the reference's, measured in this run
+    reference_memory_mb: float | None = None
     reference: str | None = None  # the reference variant's name, if configured
     reference_cases: dict[str, str] | None = None  # its outcomes (this run or the baseline)
     reference_source: str = "this run"
@@ -66,14 +72,22 @@ def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
     now = outcomes(ev.cases, variant)
     base = compare_group(ev.baseline_cases, now) if ev.baseline_cases is not None else None
     ref, ref_name, ref_missing = _vs_reference(rubric, ev, now)
+    speed = ev.probe.tokens_per_second if ev.probe else None
+    prompt_speed = ev.probe.prompt_tokens_per_second if ev.probe else None
+    speedup, speedup_range, memory_ratio, relative_missing = _relative(ev, variant)
     fig = GroupFigures(
         cases=n["cases"], passed=n["passed_cases"], misses=n["misses"], failures=n["failures"],
-        tokens_per_second=ev.calls.tokens_per_second,
-        prompt_tokens_per_second=ev.calls.prompt_tokens_per_second, memory_mb=ev.memory_mb, disk_mb=ev.disk_mb or 0.0,
+        tokens_per_second=speed.median if speed else ev.calls.tokens_per_second,
+        prompt_tokens_per_second=prompt_speed.median if prompt_speed else ev.calls.prompt_tokens_per_second,
+        memory_mb=ev.memory_mb, disk_mb=ev.disk_mb or 0.0,
         load_seconds=ev.load_seconds, baseline=base, reference=ref, reference_name=ref_name,
         reference_missing=ref_missing, fidelity=ev.fidelity, fidelity_missing=ev.fidelity_missing,
+        speed_range=(speed.min, speed.max) if speed else None,
+        prompt_speed_range=(prompt_speed.min, prompt_speed.max) if prompt_speed else None,
+        speedup=speedup, speedup_range=speedup_range, memory_ratio=memory_ratio,
+        relative_missing=relative_missing, is_reference=variant == ev.reference,
     )
-    reasons = evaluate(rubric, fig)
+    reasons = _weakened(rubric, ev, base) + evaluate(rubric, fig)
     if ev.not_loaded is not None:  # the cause, not "accuracy 0.00" from cases that never ran
         reasons = [ev.not_loaded]
     if ev.broken is not None:
@@ -86,6 +100,61 @@ def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
         vs_reference={"reference": ref_name, **ref.to_dict()} if ref else None,
         fidelity=ev.fidelity, reasons=reasons,
     )
+
+
+def _relative(ev: Evidence, variant: str) -> tuple[float | None, tuple[float, float] | None,
+                                                   float | None, str | None]:
+    """(speedup, its worst..best range, memory ratio, why missing) against the reference."""
+    if ev.reference is None:
+        return None, None, None, "no reference: set reference: in quantgate.yaml"
+    speedup = speedup_range = memory_ratio = None
+    missing = None
+    # decode speed, like llama-bench's tg: what quantization changes (prompt processing is
+    # compute-bound and can favour F16), and free of Python overhead
+    mine = ev.probe.decode_tokens_per_second if ev.probe else None
+    theirs = ev.reference_probe.decode_tokens_per_second if ev.reference_probe else None
+    if mine is not None and theirs is not None and theirs.median > 0 and theirs.min > 0:
+        speedup = mine.median / theirs.median
+        speedup_range = (mine.min / theirs.max, mine.max / theirs.min)
+    elif theirs is None:
+        missing = (f"reference {ev.reference} was not measured in this run (select it with "
+                   "--quant-variants)")
+    if ev.memory_mb is not None and ev.reference_memory_mb:
+        memory_ratio = ev.memory_mb / ev.reference_memory_mb
+    elif ev.reference_memory_mb is None:
+        missing = missing or (f"reference {ev.reference} was not measured in this run (select it "
+                              "with --quant-variants)")
+    return speedup, speedup_range, memory_ratio, missing
+
+
+def _weakened(rubric: Rubric, ev: Evidence, base: GroupComparison | None) -> list[str]:
+    """The gate must not quietly get weaker than the one the baseline was blessed under: looser
+    thresholds, another reference, or baseline cases that did not run (deleted or skipped) fail
+    first, until the change is re-blessed and so shows in the pull request's diff."""
+    out: list[str] = []
+    if ev.baseline_thresholds is not None:
+        now = rubric.thresholds()
+        looser = []
+        for key, old in sorted(ev.baseline_thresholds.items()):
+            new = now.get(key)
+            kind = RUBRIC_KEYS.get(key, ("max", ""))[0]
+            if new is None or (new < old if kind == "min" else new > old):
+                looser.append(f"{key} {old:g} -> {'none' if new is None else f'{new:g}'}")
+        if looser:
+            out.append(f"the gate is looser than the baseline's: {', '.join(looser)}; "
+                       f"re-bless with --quant-update-baseline to accept it")
+        if (ev.baseline_reference is not None and ev.baseline_reference != ev.reference
+                and (rubric.max_drop_vs_reference is not None or rubric.needs_fidelity)):
+            out.append(f"the reference changed from the baseline's {ev.baseline_reference} to "
+                       f"{ev.reference}; re-bless with --quant-update-baseline to accept it")
+    if base is not None and base.removed:
+        skipped = {case_key(c.nodeid, c.variant) for c in ev.cases if c.outcome == "skipped"}
+        lost = base.removed if not ev.narrowed else [k for k in base.removed if k in skipped]
+        if lost:
+            shown = ", ".join(case_label(k) for k in lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            out.append(f"{len(lost)} baseline case(s) did not run (deleted or skipped): {shown}; "
+                       "re-bless with --quant-update-baseline to accept it")
+    return out
 
 
 def _vs_reference(rubric: Rubric, ev: Evidence, now: dict[str, str]) -> tuple[Any, str | None, str | None]:

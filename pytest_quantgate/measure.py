@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,6 +55,58 @@ class CallTotals:
         return self.prompt_eval_tokens / (self.prompt_eval_ms / 1000) if self.prompt_eval_ms > 0 else None
 
 
+@dataclass(frozen=True)
+class Spread:
+    """One figure over R repetitions: gates use the median; a threshold inside min..max cannot
+    be decided on this machine right now."""
+
+    median: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread | None:
+        return cls(statistics.median(values), min(values), max(values)) if values else None
+
+    @property
+    def relative(self) -> float:
+        """(max - min) / median: the run-to-run noise the probe saw."""
+        return (self.max - self.min) / self.median if self.median else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.min, "max": self.max, "spread": self.relative}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The speed probe of one variant: R timed repetitions of a fixed workload after a warm-up."""
+
+    repeats: int
+    tokens_per_second: Spread | None  # end to end: generated tokens / wall time
+    decode_tokens_per_second: Spread | None  # llama.cpp's eval counters
+    prompt_tokens_per_second: Spread | None  # llama.cpp's prompt-eval counters
+
+    @classmethod
+    def of(cls, calls: list[Completion]) -> Probe:
+        def rates(fn: Any) -> Spread | None:
+            return Spread.of([r for r in (fn(c) for c in calls) if r is not None])
+
+        return cls(
+            repeats=len(calls),
+            tokens_per_second=rates(lambda c: c.completion_tokens / c.wall_seconds if c.wall_seconds > 0 else None),
+            decode_tokens_per_second=rates(lambda c: c.eval_tokens / (c.eval_ms / 1000) if c.eval_ms > 0 else None),
+            prompt_tokens_per_second=rates(
+                lambda c: c.prompt_eval_tokens / (c.prompt_eval_ms / 1000) if c.prompt_eval_ms > 0 else None),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repeats": self.repeats,
+                **{k: (None if s is None else s.to_dict()) for k, s in (
+                    ("tokens_per_second", self.tokens_per_second),
+                    ("decode_tokens_per_second", self.decode_tokens_per_second),
+                    ("prompt_tokens_per_second", self.prompt_tokens_per_second))}}
+
+
 @dataclass
 class VariantStats:
     """Everything measured about one variant in this process."""
@@ -68,6 +121,7 @@ class VariantStats:
     model_level: int | None = None  # what the load and the calls added, net, so far
     last_rss: int | None = None  # RSS after the latest call: the next call sees what ran between
     totals: CallTotals = field(default_factory=CallTotals)
+    probe: Probe | None = None  # the calibrated speed figures, when a speed gate asked for them
 
     @property
     def memory_mb(self) -> float | None:
@@ -80,6 +134,7 @@ class VariantStats:
         return None if self.model_bytes is None else self.model_bytes / MB
 
     def to_dict(self) -> dict[str, Any]:
+        probe = self.probe
         return {
             "name": self.name,
             "loads": self.loads,
@@ -89,7 +144,16 @@ class VariantStats:
             "rss_after_load": self.rss_after_load,
             "rss_peak": self.rss_peak,
             "calls": self.totals.to_dict(),
-            "tokens_per_second": self.totals.tokens_per_second,
-            "decode_tokens_per_second": self.totals.decode_tokens_per_second,
-            "prompt_tokens_per_second": self.totals.prompt_tokens_per_second,
+            # the probe's medians when it ran, else the single pass over the calls
+            "tokens_per_second": _median_or(probe.tokens_per_second if probe else None,
+                                            self.totals.tokens_per_second),
+            "decode_tokens_per_second": _median_or(probe.decode_tokens_per_second if probe else None,
+                                                   self.totals.decode_tokens_per_second),
+            "prompt_tokens_per_second": _median_or(probe.prompt_tokens_per_second if probe else None,
+                                                   self.totals.prompt_tokens_per_second),
+            "probe": self.probe.to_dict() if self.probe else None,
         }
+
+
+def _median_or(spread: Spread | None, fallback: float | None) -> float | None:
+    return spread.median if spread is not None else fallback

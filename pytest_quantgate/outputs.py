@@ -36,7 +36,7 @@ class BaselineStep:
 def baseline_step(summary: Summary, cases: list[CaseRecord], settings: Settings, *,
                   path: Path | None, compared: dict[str, Any] | None, update: bool,
                   interrupted: bool, scope: dict[str, Any]) -> BaselineStep:
-    fresh = build_baseline(summary, cases, dict(settings.llama), dict(settings.generation))
+    fresh = build_baseline(summary, cases, dict(settings.llama), dict(settings.generation), settings.reference)
     if update and path is not None and summary.rows:
         if interrupted:
             return BaselineStep(note="baseline not written: the run was interrupted")

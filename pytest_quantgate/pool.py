@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 
 import psutil
 
-from .backend import Completion, LoadedModel
-from .measure import CallTotals, VariantStats
+from .backend import Completion, LoadedModel, ModelCrashed
+from .constants import PROBE_MAX_TOKENS, PROBE_PROMPT
+from .measure import CallTotals, Probe, VariantStats
 from .model import QuantModel
 from .variants import Variant
 
@@ -47,6 +48,7 @@ class ModelPool:
         self._generation = generation
         self._seed = seed
         self._n_ctx = n_ctx  # so the model can refuse a max_tokens the context cannot hold
+        self.probe_repeats = 0  # set by the session when a speed gate needs calibrated figures
         self._proc = psutil.Process()
         self._resident: QuantModel | None = None
         self._loaded: LoadedModel | None = None  # the resident model's placement
@@ -110,9 +112,32 @@ class ModelPool:
             variant, loaded, self._generation, self._seed,
             lambda call: self._measured(variant.name, loaded, call), n_ctx=self._n_ctx,
         )
+        if self.probe_repeats:
+            try:
+                stats.probe = self._probe(variant.name, loaded)
+            except ModelCrashed as exc:
+                self._failed[variant.name] = str(exc)
+                self.release()
+                raise LoadError(str(exc)) from None
         return self._resident
 
-    def _measured(self, name: str, loaded: Any, call: Callable[[], Any]) -> Any:
+    def _probe(self, name: str, loaded: LoadedModel) -> Probe:
+        """The speed probe: one warm-up, then ``probe_repeats`` timed runs of a fixed workload.
+
+        It runs right after the load, before any test's call, whatever the tests do, so every
+        variant is timed on the same work in the same state. Its calls count towards memory
+        (they are the model's) but not towards any test's or group's call totals.
+        """
+        params = {k: v for k, v in self._generation.items() if k != "max_tokens"}
+        params["temperature"] = 0.0
+        if self._seed is not None:
+            params["seed"] = self._seed
+        calls = [self._measured(name, loaded, lambda: loaded.complete(
+            PROBE_PROMPT, max_tokens=PROBE_MAX_TOKENS, stop=None, params=params), record=False)
+            for _ in range(self.probe_repeats + 1)]
+        return Probe.of(calls[1:])
+
+    def _measured(self, name: str, loaded: Any, call: Callable[[], Any], record: bool = True) -> Any:
         """Make one call and bill the model only for what it adds *during* its calls.
 
         The model's level starts at what its load added. Growth across a call is the model's;
@@ -137,7 +162,7 @@ class ModelPool:
             rss = after
         if stats.rss_peak is None or rss > stats.rss_peak:
             stats.rss_peak = rss
-        if not isinstance(c, Completion):  # a scoring call: memory only, no generation figures
+        if not record or not isinstance(c, Completion):  # a probe or scoring call: memory only
             return c
         stats.totals.add(c)
         if self.current_test is not None:

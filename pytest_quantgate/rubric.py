@@ -26,7 +26,11 @@ RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
     "max_kld": ("max", "mean KL divergence of next-token distributions from the reference's"),
     "min_top1_agreement": ("min", "share of positions where variant and reference agree on the top token"),
     "max_perplexity_ratio": ("max", "perplexity relative to the reference's on the same tokens"),
+    "min_speedup_vs_reference": ("min", "probed decode tok/s over the reference's, both measured in this run"),
+    "max_memory_vs_reference": ("max", "memory over the reference's, both measured in this run"),
 }
+SPEED_KEYS = ("tokens_per_second", "prompt_tokens_per_second", "min_speedup_vs_reference")
+RELATIVE_KEYS = ("min_speedup_vs_reference", "max_memory_vs_reference")
 FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference", "min_top1_agreement")
 FIDELITY_KEYS = ("max_kld", "min_top1_agreement", "max_perplexity_ratio")
 
@@ -47,6 +51,8 @@ class Rubric:
     max_kld: float | None = None
     min_top1_agreement: float | None = None
     max_perplexity_ratio: float | None = None
+    min_speedup_vs_reference: float | None = None
+    max_memory_vs_reference: float | None = None
 
     def merged(self, override: Rubric) -> Rubric:
         """``override``'s set keys win: marker values override the yaml defaults."""
@@ -61,6 +67,11 @@ class Rubric:
     @property
     def needs_fidelity(self) -> bool:
         return any(getattr(self, k) is not None for k in FIDELITY_KEYS)
+
+    @property
+    def needs_probe(self) -> bool:
+        """Speed gates are judged on the calibrated probe, not on one pass over the calls."""
+        return any(getattr(self, k) is not None for k in SPEED_KEYS)
 
     @property
     def counts_misses(self) -> bool:
@@ -109,6 +120,13 @@ class GroupFigures:
     reference_missing: str | None = None  # why no reference comparison was possible
     fidelity: dict[str, Any] | None = None  # Fidelity.summary() against the reference
     fidelity_missing: str | None = None
+    speed_range: tuple[float, float] | None = None  # the probe's min..max, when it ran
+    prompt_speed_range: tuple[float, float] | None = None
+    speedup: float | None = None  # probed tok/s over the reference's
+    speedup_range: tuple[float, float] | None = None  # worst and best pairing of the two ranges
+    memory_ratio: float | None = None  # memory over the reference's
+    relative_missing: str | None = None  # why the reference-relative figures are missing
+    is_reference: bool = False  # relative gates do not apply to the reference itself
 
     @property
     def accuracy(self) -> float | None:
@@ -125,10 +143,9 @@ def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
             reasons.append(
                 f"accuracy {acc:.2f} < {rubric.accuracy:.2f} ({fig.passed}/{fig.cases} cases)"
             )
-    _check_min(reasons, "speed", fig.tokens_per_second, rubric.tokens_per_second, "tok/s")
-    _check_min(
-        reasons, "prompt speed", fig.prompt_tokens_per_second, rubric.prompt_tokens_per_second, "tok/s"
-    )
+    _check_min(reasons, "speed", fig.tokens_per_second, rubric.tokens_per_second, "tok/s", fig.speed_range)
+    _check_min(reasons, "prompt speed", fig.prompt_tokens_per_second, rubric.prompt_tokens_per_second,
+               "tok/s", fig.prompt_speed_range)
     _check_max(reasons, "memory", fig.memory_mb, rubric.memory_mb, "MB", 0)
     _check_max(reasons, "disk", fig.disk_mb, rubric.disk_mb, "MB", 1)
     _check_max(reasons, "load", fig.load_seconds, rubric.load_seconds, "s", 2)
@@ -154,7 +171,27 @@ def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
                 f"of {ref.cases}; exact McNemar p={ref.p_value:.3g})"
             )
     _check_fidelity(reasons, rubric, fig)
+    _check_relative(reasons, rubric, fig)
     return reasons
+
+
+def _check_relative(reasons: list[str], rubric: Rubric, fig: GroupFigures) -> None:
+    """Gates that hold on any machine: this variant against the reference, both measured in
+    this run (a ratio cancels most of what differs between a laptop and a CI runner)."""
+    if fig.is_reference or all(getattr(rubric, k) is None for k in RELATIVE_KEYS):
+        return
+    if rubric.min_speedup_vs_reference is not None:
+        if fig.speedup is None:
+            reasons.append(f"min_speedup_vs_reference: {fig.relative_missing or 'not measured'}")
+        else:
+            _check_min(reasons, "speedup vs reference", fig.speedup, rubric.min_speedup_vs_reference,
+                       "x", fig.speedup_range, digits=2)
+    if rubric.max_memory_vs_reference is not None:
+        if fig.memory_ratio is None:
+            reasons.append(f"max_memory_vs_reference: {fig.relative_missing or 'not measured'}")
+        elif fig.memory_ratio > rubric.max_memory_vs_reference:
+            reasons.append(f"memory vs reference {fig.memory_ratio:.2f}x > "
+                           f"{rubric.max_memory_vs_reference:g}x")
 
 
 def _check_fidelity(reasons: list[str], rubric: Rubric, fig: GroupFigures) -> None:
@@ -175,13 +212,20 @@ def _check_fidelity(reasons: list[str], rubric: Rubric, fig: GroupFigures) -> No
         reasons.append(f"perplexity ratio {f['perplexity_ratio']:.3f} > {rubric.max_perplexity_ratio:g}")
 
 
-def _check_min(out: list[str], label: str, got: float | None, need: float | None, unit: str) -> None:
+def _check_min(out: list[str], label: str, got: float | None, need: float | None, unit: str,
+               spread: tuple[float, float] | None = None, digits: int = 1) -> None:
+    """``got`` >= ``need``; with a measured spread, a threshold inside min..max cannot be
+    decided: it fails closed rather than pass or fail by chance."""
     if need is None:
         return
     if got is None:
         out.append(f"{label}: not measured (no generation call in this group)")
+    elif spread is not None and spread[0] <= need <= spread[1]:
+        out.append(f"{label} {got:.{digits}f} {unit} ({spread[0]:.{digits}f}-{spread[1]:.{digits}f}) "
+                   f"too close to {need:g} {unit}: unstable; raise speed_probe.repeats or quiet "
+                   "the machine")
     elif got < need:
-        out.append(f"{label} {got:.1f} {unit} < {need:g} {unit}")
+        out.append(f"{label} {got:.{digits}f} {unit} < {need:g} {unit}")
 
 
 def _check_max(

@@ -102,6 +102,8 @@ class QuantSession:
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
         self.arranged = arrange(config, items, self.selected, self.groups, self.judge)
+        if any(g.rubric.needs_probe for g in self.groups.by_key.values()):
+            self.pool.probe_repeats = self.settings.probe_repeats
         self._check_baseline_comparable(list(self.arranged.last_case))
         if (self.settings.rubric_defaults.thresholds() and not self.groups.by_key
                 and any(variant_of(it) is not None for it in items)):
@@ -233,12 +235,14 @@ class QuantSession:
             if t is not None:
                 calls.merge(t)
         base = self._baseline_cases(variant_name, group.key)
+        blessed = self._baseline_group(variant_name, group.key) or {}
         ref = self.settings.reference
         ref_cases, source = None, "this run"
         if ref is not None and group.rubric.max_drop_vs_reference is not None:
             ref_cases = outcomes(self._cases(group.key, ref), ref) if ref in self.selected else {}
             if not ref_cases and self.baseline is not None:
                 ref_cases, source = self._baseline_cases(ref, group.key) or {}, "the baseline"
+        ref_stats = self.pool.stats.get(ref) if ref is not None else None
         fidelity, fidelity_missing = self.fidelity.get((group.key, variant_name), (None, None))
         if fidelity is None and fidelity_missing is None and group.rubric.needs_fidelity:
             fidelity_missing = "no fidelity was measured (the group's last case did not run)"
@@ -249,14 +253,24 @@ class QuantSession:
             disk_mb=variant.size_mb if isinstance(variant, Variant) else 0.0,
             broken=variant.reason if isinstance(variant, BrokenVariant) else None,
             not_loaded=self.pool.load_failure(variant_name),
-            baseline_cases=base, reference=ref, reference_cases=ref_cases, reference_source=source,
+            baseline_cases=base, reference=ref,
+            baseline_thresholds=blessed.get("thresholds"),
+            baseline_reference=self.baseline.get("reference") if self.baseline else None,
+            narrowed=self._narrowed(),
+            probe=stats.probe if stats else None,
+            reference_probe=ref_stats.probe if ref_stats else None,
+            reference_memory_mb=ref_stats.memory_mb if ref_stats else None, reference_cases=ref_cases, reference_source=source,
             fidelity=fidelity, fidelity_missing=fidelity_missing,
         )
 
-    def _baseline_cases(self, variant: str, group: str) -> dict[str, str] | None:
+    def _baseline_group(self, variant: str, group: str) -> dict[str, Any] | None:
         if self.baseline is None:
             return None
-        entry = self.baseline["variants"].get(variant, {}).get("groups", {}).get(group)
+        entry: dict[str, Any] | None = self.baseline["variants"].get(variant, {}).get("groups", {}).get(group)
+        return entry
+
+    def _baseline_cases(self, variant: str, group: str) -> dict[str, str] | None:
+        entry = self._baseline_group(variant, group)
         return None if entry is None else dict(entry["cases"])
 
     # -- the end ---------------------------------------------------------------------------
@@ -272,11 +286,15 @@ class QuantSession:
         return build_summary(variants=info, cases=list(self.cases.values()), verdicts=self.verdicts,
                              gate=self.gate, incomplete=incomplete, environment=environment(self.settings))
 
+    def _narrowed(self) -> bool:
+        """The run saw part of the suite on purpose (-k, -m, --deselect, --lf, node ids)."""
+        return self.narrowed or any("::" in str(a) for a in self.config.args)
+
     def _bless_scope(self) -> dict[str, Any]:
         """How a bless merges into the existing baseline: a run that saw only part of the
         suite keeps every case it did not run; a full run drops cases that no longer exist.
         Cases skipped in this run are kept either way: a skip is not evidence."""
-        narrowed = self.narrowed or any("::" in str(a) for a in self.config.args)
+        narrowed = self._narrowed()
         skipped: dict[str, dict[str, list[str]]] = {}
         for c in self.cases.values():
             if c.outcome == "skipped" and c.group is not None:

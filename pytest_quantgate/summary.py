@@ -39,6 +39,7 @@ class VariantRow:
     passed: bool
     reasons: list[str]
     fidelity: dict[str, Any] | None = None  # over all groups, weighted by positions
+    probe: dict[str, Any] | None = None  # the speed probe: median/min/max/spread per figure
 
     @property
     def size_mb(self) -> float:
@@ -141,6 +142,7 @@ def build_summary(
                 passed=not reasons,
                 reasons=reasons,
                 fidelity=_pool_fidelity([g.fidelity for g in group_results.values()]),
+                probe=stats.get("probe"),
             )
         )
     rows.sort(key=lambda r: (r.size_bytes, r.name))

@@ -238,7 +238,7 @@ def test_build_baseline_output_round_trips_with_nulls_and_every_outcome(
     assert read_baseline(path) == valid
     group = valid["variants"]["Q4_K_M-imat"]["groups"]
     assert set(group["t.py"]["cases"].values()) == set(OUTCOMES)
-    assert group["u.py"] == {"accuracy": None, "passed": False, "cases": {}}
+    assert group["u.py"] == {"accuracy": None, "thresholds": {}, "cases": {}}
     assert valid["fingerprint"]["llama_cpp_system_info"] is None
     # a byte-order mark an editor added is tolerated
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
@@ -247,10 +247,12 @@ def test_build_baseline_output_round_trips_with_nulls_and_every_outcome(
 
 V = 'variants["Q4_K_M-imat"]'  # not a plain name: quoted
 SHAPES: list[tuple[str, Edit, str]] = [
-    ("bool-for-number", lambda d: d["variants"]["Q4_K_M-imat"]["figures"].__setitem__("memory_mb", True),
-     f"{V}.figures.memory_mb: expected a finite number or null, got boolean true"),
-    ("nan", lambda d: d["variants"]["Q4_K_M-imat"]["figures"].__setitem__("load_seconds", float("nan")),
-     f"{V}.figures.load_seconds: expected a finite number or null, got number NaN"),
+    ("bool-for-number", lambda d: d["variants"]["Q4_K_M-imat"]["groups"]["t.py"]["thresholds"].__setitem__(
+        "accuracy", True),
+     f'{V}.groups["t.py"].thresholds.accuracy: expected a finite number, got boolean true'),
+    ("nan", lambda d: d["variants"]["Q4_K_M-imat"]["groups"]["t.py"]["thresholds"].__setitem__(
+        "accuracy", float("nan")),
+     f'{V}.groups["t.py"].thresholds.accuracy: expected a finite number, got number NaN'),
     ("infinite-accuracy", lambda d: d["variants"]["Q4_K_M-imat"]["groups"]["t.py"].__setitem__(
         "accuracy", float("inf")),
      f'{V}.groups["t.py"].accuracy: expected a number from 0 to 1 or null, got number Infinity'),
@@ -265,8 +267,8 @@ SHAPES: list[tuple[str, Edit, str]] = [
      f"{V}.size_bytes: expected a whole number >= 0, got number 1.5"),
     ("file-type-null", lambda d: d["variants"]["Q4_K_M-imat"].__setitem__("file_type", None),
      f"{V}.file_type: expected a string, got null"),
-    ("missing-figure", lambda d: d["variants"]["Q4_K_M-imat"]["figures"].pop("tokens_per_second"),
-     f"{V}.figures.tokens_per_second: missing"),
+    ("missing-cases", lambda d: d["variants"]["Q4_K_M-imat"]["groups"]["t.py"].pop("cases"),
+     f'{V}.groups["t.py"].cases: missing'),
     ("missing-groups", lambda d: d["variants"]["Q4_K_M-imat"].pop("groups"), f"{V}.groups: missing"),
     ("figures-array", lambda d: d["variants"]["Q4_K_M-imat"].__setitem__("figures", [1, 2]),
      f"{V}.figures: expected an object, got array"),
