@@ -43,7 +43,8 @@ def test_prefix_needs_underscore_boundary() -> None:
 @pytest.mark.parametrize("values,message", [
     ({"acuracy": 0.8}, "acuracy: unknown key; known keys: accuracy, tokens_per_second, "
      "prompt_tokens_per_second, memory_mb, disk_mb, load_seconds, max_accuracy_drop, "
-     "max_drop_vs_reference, max_kld, min_top1_agreement, max_perplexity_ratio"),
+     "max_drop_vs_reference, max_kld, min_top1_agreement, max_perplexity_ratio, "
+     "min_speedup_vs_reference, max_memory_vs_reference"),
     ({"accuracy": 1.5}, "accuracy: expected a number between 0 and 1, got 1.5"),
     ({"accuracy": "high"}, "accuracy: expected a number, got 'high'"),
     ({"memory_mb": -1}, "memory_mb: expected a positive number, got -1"),
