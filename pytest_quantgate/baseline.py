@@ -47,6 +47,8 @@ def build_baseline(summary: Summary, cases: list[CaseRecord], settings_llama: di
                 "thresholds": dict(sorted(gr.thresholds.items())),
                 "cases": dict(sorted(outcomes.items())),
             }
+            if gr.accuracy_bound != "point":
+                groups[g]["accuracy_bound"] = gr.accuracy_bound
         variants[row.name] = {"file_type": row.file_type, "size_bytes": row.size_bytes, "groups": groups}
     return {
         "schema": SCHEMA,
@@ -173,6 +175,7 @@ def read_baseline(path: Path) -> dict[str, Any]:
 #                        figures: {key: number|null}                  (optional, older files only)
 #                        groups: {group: {accuracy: number 0..1|null,
 #                                         thresholds: {key: number}    (optional: older files lack it)
+#                                         accuracy_bound: lower|upper  (optional: point when absent)
 #                                         passed: boolean              (optional, older files only)
 #                                         cases: {case key: passed|miss|failed|error}}}}}
 
@@ -244,6 +247,9 @@ def _check_document(data: dict[str, Any]) -> None:
                 raise _Invalid(_at(gw, "accuracy"), f"expected a number from 0 to 1 or null, got {_show(acc)}")
             if "passed" in gr and not isinstance(gr["passed"], bool):
                 raise _Invalid(_at(gw, "passed"), f"expected a boolean, got {_show(gr['passed'])}")
+            if "accuracy_bound" in gr and gr["accuracy_bound"] not in ("lower", "point", "upper"):
+                raise _Invalid(_at(gw, "accuracy_bound"),
+                               f"expected lower, point or upper, got {_show(gr['accuracy_bound'])}")
             if "thresholds" in gr:
                 tw = _at(gw, "thresholds")
                 for key, value in _object(gr["thresholds"], tw).items():

@@ -11,7 +11,7 @@ from typing import Any
 
 from .measure import CallTotals, Probe
 from .records import CaseRecord, Verdict, case_key, case_label
-from .rubric import RUBRIC_KEYS, GroupFigures, Rubric, evaluate
+from .rubric import ACCURACY_BOUNDS, RUBRIC_KEYS, GroupFigures, Rubric, evaluate
 from .stats import GroupComparison, compare_group, paired, wilson
 
 
@@ -28,6 +28,7 @@ class Evidence:
     not_loaded: str | None = None  # the backend could not load it, or its worker died
     baseline_cases: dict[str, str] | None = None  # case key -> outcome in the baseline
     baseline_thresholds: dict[str, float] | None = None  # the group's gate when it was blessed
+    baseline_accuracy_bound: str = "point"
     baseline_reference: str | None = None
     narrowed: bool = False  # -k, --deselect, node ids: cases not in this run were not lost
     probe: Probe | None = None  # this variant's speed probe, when a speed gate asked for it
@@ -93,7 +94,8 @@ def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
     if ev.broken is not None:
         reasons.insert(0, ev.broken)
     return Verdict(
-        group=group, variant=variant, thresholds=rubric.thresholds(), **n,
+        group=group, variant=variant, thresholds=rubric.thresholds(),
+        accuracy_bound=rubric.accuracy_bound or "point", **n,
         tokens_per_second=fig.tokens_per_second, prompt_tokens_per_second=fig.prompt_tokens_per_second,
         memory_mb=fig.memory_mb, disk_mb=fig.disk_mb, load_seconds=fig.load_seconds,
         baseline=base.to_dict() if base else None,
@@ -140,6 +142,9 @@ def _weakened(rubric: Rubric, ev: Evidence, base: GroupComparison | None) -> lis
             kind = RUBRIC_KEYS.get(key, ("max", ""))[0]
             if new is None or (new < old if kind == "min" else new > old):
                 looser.append(f"{key} {old:g} -> {'none' if new is None else f'{new:g}'}")
+        if ACCURACY_BOUNDS.index(rubric.accuracy_bound or "point") > ACCURACY_BOUNDS.index(
+                ev.baseline_accuracy_bound):
+            looser.append(f"accuracy_bound {ev.baseline_accuracy_bound} -> {rubric.accuracy_bound or 'point'}")
         if looser:
             out.append(f"the gate is looser than the baseline's: {', '.join(looser)}; "
                        f"re-bless with --quant-update-baseline to accept it")

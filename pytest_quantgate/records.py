@@ -28,6 +28,7 @@ class Verdict:
     group: str
     variant: str
     thresholds: dict[str, float] = field(default_factory=dict)
+    accuracy_bound: str = "point"  # how accuracy was judged: lower, point or upper
     cases: int = 0  # cases that ran (skipped ones excluded)
     passed_cases: int = 0
     misses: int = 0

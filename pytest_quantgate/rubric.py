@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from .display import show
 from .records import case_label
+from .stats import wilson
 
 if TYPE_CHECKING:
     from .stats import GroupComparison, PairedComparison
@@ -28,7 +29,10 @@ RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
     "max_perplexity_ratio": ("max", "perplexity relative to the reference's on the same tokens"),
     "min_speedup_vs_reference": ("min", "probed decode tok/s over the reference's, both measured in this run"),
     "max_memory_vs_reference": ("max", "memory over the reference's, both measured in this run"),
+    "accuracy_bound": ("mode", "point (default), lower (the 95% Wilson lower bound must clear accuracy) "
+                               "or upper (fail only when even the upper bound is below it)"),
 }
+ACCURACY_BOUNDS = ("lower", "point", "upper")  # strict to lenient
 SPEED_KEYS = ("tokens_per_second", "prompt_tokens_per_second", "min_speedup_vs_reference")
 RELATIVE_KEYS = ("min_speedup_vs_reference", "max_memory_vs_reference")
 FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference", "min_top1_agreement")
@@ -53,16 +57,18 @@ class Rubric:
     max_perplexity_ratio: float | None = None
     min_speedup_vs_reference: float | None = None
     max_memory_vs_reference: float | None = None
+    accuracy_bound: str | None = None  # one of ACCURACY_BOUNDS; None means point
 
     def merged(self, override: Rubric) -> Rubric:
         """``override``'s set keys win: marker values override the yaml defaults."""
         return replace(self, **{k: v for k, v in override.to_dict().items() if v is not None})
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def thresholds(self) -> dict[str, float]:
-        return {k: v for k, v in self.to_dict().items() if v is not None}
+        """The numeric thresholds that are set (``accuracy_bound`` is a mode, kept apart)."""
+        return {k: v for k, v in self.to_dict().items() if v is not None and not isinstance(v, str)}
 
     @property
     def needs_fidelity(self) -> bool:
@@ -80,11 +86,16 @@ class Rubric:
 
 
 def parse_rubric(values: Mapping[str, Any]) -> Rubric:
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in RUBRIC_KEYS:
             name = key if isinstance(key, str) and len(key) <= 60 else show(key)
             raise RubricError(f"{name}: unknown key; known keys: {', '.join(RUBRIC_KEYS)}")
+        if key == "accuracy_bound":
+            if value not in ACCURACY_BOUNDS:
+                raise RubricError(f"accuracy_bound: expected point, lower or upper, got {show(value)}")
+            out[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RubricError(f"{key}: expected a number, got {show(value)}")
         try:
@@ -136,13 +147,7 @@ def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
     """One line per missed threshold, measured against required; empty when the rubric holds."""
     reasons: list[str] = []
     if rubric.accuracy is not None:
-        acc = fig.accuracy
-        if acc is None:
-            reasons.append("accuracy: no case ran")
-        elif acc < rubric.accuracy:
-            reasons.append(
-                f"accuracy {acc:.2f} < {rubric.accuracy:.2f} ({fig.passed}/{fig.cases} cases)"
-            )
+        _check_accuracy(reasons, rubric.accuracy, rubric.accuracy_bound or "point", fig)
     _check_min(reasons, "speed", fig.tokens_per_second, rubric.tokens_per_second, "tok/s", fig.speed_range)
     _check_min(reasons, "prompt speed", fig.prompt_tokens_per_second, rubric.prompt_tokens_per_second,
                "tok/s", fig.prompt_speed_range)
@@ -173,6 +178,35 @@ def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
     _check_fidelity(reasons, rubric, fig)
     _check_relative(reasons, rubric, fig)
     return reasons
+
+
+def _check_accuracy(reasons: list[str], need: float, bound: str, fig: GroupFigures) -> None:
+    """``point``: the observed accuracy; ``lower``: its 95% Wilson lower bound must clear the
+    threshold (strict: a small eval set cannot pass by luck); ``upper``: fail only when even the
+    upper bound is below it (lenient: only a drop the cases can show fails)."""
+    acc = fig.accuracy
+    if acc is None:
+        reasons.append("accuracy: no case ran")
+        return
+    lo, hi = wilson(fig.passed, fig.cases)
+    counted = f"{fig.passed}/{fig.cases} cases"
+    if bound == "point" and acc < need:
+        reasons.append(f"accuracy {acc:.2f} < {need:.2f} ({counted})")
+    elif bound == "lower" and lo < need:
+        enough = cases_for_lower_bound(acc, need)
+        hint = f"; at {acc:.2f} the bound clears {need:.2f} from {enough} cases" if enough else ""
+        reasons.append(f"accuracy {acc:.2f} [{lo:.2f}-{hi:.2f}]: lower bound {lo:.2f} < {need:.2f} "
+                       f"(accuracy_bound: lower, {counted}{hint})")
+    elif bound == "upper" and hi < need:
+        reasons.append(f"accuracy {acc:.2f} [{lo:.2f}-{hi:.2f}]: even the upper bound {hi:.2f} < "
+                       f"{need:.2f} (accuracy_bound: upper, {counted})")
+
+
+def cases_for_lower_bound(accuracy: float, need: float, limit: int = 20_000) -> int | None:
+    """The fewest cases at this accuracy whose Wilson lower bound reaches ``need``."""
+    if accuracy <= need:
+        return None
+    return next((n for n in range(1, limit + 1) if wilson(round(accuracy * n), n)[0] >= need), None)
 
 
 def _check_relative(reasons: list[str], rubric: Rubric, fig: GroupFigures) -> None:

@@ -255,6 +255,7 @@ class QuantSession:
             not_loaded=self.pool.load_failure(variant_name),
             baseline_cases=base, reference=ref,
             baseline_thresholds=blessed.get("thresholds"),
+            baseline_accuracy_bound=blessed.get("accuracy_bound", "point"),
             baseline_reference=self.baseline.get("reference") if self.baseline else None,
             narrowed=self._narrowed(),
             probe=stats.probe if stats else None,

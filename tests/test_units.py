@@ -44,7 +44,7 @@ def test_prefix_needs_underscore_boundary() -> None:
     ({"acuracy": 0.8}, "acuracy: unknown key; known keys: accuracy, tokens_per_second, "
      "prompt_tokens_per_second, memory_mb, disk_mb, load_seconds, max_accuracy_drop, "
      "max_drop_vs_reference, max_kld, min_top1_agreement, max_perplexity_ratio, "
-     "min_speedup_vs_reference, max_memory_vs_reference"),
+     "min_speedup_vs_reference, max_memory_vs_reference, accuracy_bound"),
     ({"accuracy": 1.5}, "accuracy: expected a number between 0 and 1, got 1.5"),
     ({"accuracy": "high"}, "accuracy: expected a number, got 'high'"),
     ({"memory_mb": -1}, "memory_mb: expected a positive number, got -1"),
@@ -155,3 +155,21 @@ def test_preflight_rejects_bad_files(ladder: Ladder, tmp_path: Path) -> None:
         fh.write((9).to_bytes(4, "little"))
     with pytest.raises(GGUFError, match="unsupported GGUF version 9"):
         read_info(v9)
+
+
+def test_accuracy_bound_modes_and_the_cases_it_takes() -> None:
+    three_of_four = fig(cases=4, passed=3, misses=1)
+    assert evaluate(Rubric(accuracy=0.7), three_of_four) == []
+    lower = evaluate(Rubric(accuracy=0.7, accuracy_bound="lower"), three_of_four)
+    # the independent instrument: scipy's Wilson interval, searched case count by case count
+    from scipy.stats import binomtest
+    enough = next(n for n in range(1, 5000)
+                  if binomtest(round(0.75 * n), n).proportion_ci(method="wilson").low >= 0.7 - 1e-12)
+    assert lower == ["accuracy 0.75 [0.30-0.95]: lower bound 0.30 < 0.70 (accuracy_bound: lower, "
+                     f"3/4 cases; at 0.75 the bound clears 0.70 from {enough} cases)"]
+    assert evaluate(Rubric(accuracy=0.9), three_of_four) == ["accuracy 0.75 < 0.90 (3/4 cases)"]
+    assert evaluate(Rubric(accuracy=0.9, accuracy_bound="upper"), three_of_four) == []
+    assert evaluate(Rubric(accuracy=0.99, accuracy_bound="upper"), fig(cases=40, passed=30)) == [
+        "accuracy 0.75 [0.60-0.86]: even the upper bound 0.86 < 0.99 (accuracy_bound: upper, 30/40 cases)"]
+    with pytest.raises(RubricError, match="accuracy_bound: expected point, lower or upper, got 'strict'"):
+        parse_rubric({"accuracy_bound": "strict"})
