@@ -28,10 +28,11 @@ def case_set_hash(keys: list[str]) -> str:
 
 def build_baseline(summary: Summary, cases: list[CaseRecord], settings_llama: dict[str, Any],
                    settings_generation: dict[str, Any], reference: str | None = None) -> dict[str, Any]:
-    """The document to commit. Only what is a function of (files, prompts, parameters) goes in:
-    outcomes, accuracies, thresholds, the fingerprint. Timings and memory move between equal
-    runs, so they live in the JSON report, and blessing an unchanged setup twice writes the
-    same bytes."""
+    """The document to commit: outcomes, accuracies, thresholds, the fingerprint, and the two
+    figures that drift gates compare with (the probe's decode speed, when it ran, and memory).
+    Those move between equal runs, so a bless keeps the stored ones while the new ones are
+    within measured noise (``_within_noise``); load time and single-pass speeds stay in the
+    JSON report. Blessing an unchanged setup twice writes the same bytes."""
     env = summary.environment
     variants: dict[str, Any] = {}
     files: dict[str, str] = {}
@@ -50,6 +51,11 @@ def build_baseline(summary: Summary, cases: list[CaseRecord], settings_llama: di
             if gr.accuracy_bound != "point":
                 groups[g]["accuracy_bound"] = gr.accuracy_bound
         variants[row.name] = {"file_type": row.file_type, "size_bytes": row.size_bytes, "groups": groups}
+        decode = (row.probe or {}).get("decode_tokens_per_second")
+        if decode:  # the probe ran: the figures max_speed_drop compares with
+            variants[row.name]["speed"] = {k: round(decode[k], 1) for k in ("median", "min", "max")}
+        if row.memory_mb is not None:
+            variants[row.name]["memory_mb"] = round(row.memory_mb, 1)
     return {
         "schema": SCHEMA,
         "reference": reference,
@@ -88,7 +94,9 @@ def merge_baseline(old: dict[str, Any], new: dict[str, Any], *, keep_unseen: boo
             passed = sum(o == "passed" for o in cases.values())
             groups[g] = {**fresh, "cases": dict(sorted(cases.items())),
                          "accuracy": round(passed / len(cases), 4) if cases else None}
+        sticky = _within_noise(entry, data)
         entry.update(data)
+        entry.update(sticky)
         entry["groups"] = groups
         entry.pop("figures", None)  # older files kept timings; they move between equal runs
     for data in merged["variants"].values():
@@ -107,6 +115,20 @@ def merge_baseline(old: dict[str, Any], new: dict[str, Any], *, keep_unseen: boo
         for group in data.get("groups", {}).values():
             group.pop("passed", None)  # a verdict may flip on a speed gate: not a committed fact
     return merged
+
+
+def _within_noise(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The old figures where the new ones are within measured noise of them, so blessing an
+    unchanged setup writes the same bytes: a decode median inside the stored min..max, a memory
+    figure within 2 MB or 2%."""
+    keep: dict[str, Any] = {}
+    o, n = old.get("speed"), new.get("speed")
+    if o and n and o["min"] <= n["median"] <= o["max"]:
+        keep["speed"] = o
+    om, nm = old.get("memory_mb"), new.get("memory_mb")
+    if om is not None and nm is not None and abs(nm - om) <= max(2.0, 0.02 * om):
+        keep["memory_mb"] = om
+    return keep
 
 
 def _r(value: float | None, digits: int) -> float | None:
@@ -172,6 +194,8 @@ def read_baseline(path: Path) -> dict[str, Any]:
 #                 llama: {key: scalar}, generation: {key: scalar},
 #                 files: {variant: string}, case_sets: {group: string}}
 #   variants: {variant: {file_type: string, size_bytes: integer >= 0,
+#                        speed: {median, min, max: number}  (optional: the probe's decode tok/s)
+#                        memory_mb: number                  (optional)
 #                        figures: {key: number|null}                  (optional, older files only)
 #                        groups: {group: {accuracy: number 0..1|null,
 #                                         thresholds: {key: number}    (optional: older files lack it)
@@ -234,6 +258,13 @@ def _check_document(data: dict[str, Any]) -> None:
         size = v["size_bytes"]
         if not (_is_number(size) and isinstance(size, int) and size >= 0):
             raise _Invalid(_at(where, "size_bytes"), f"expected a whole number >= 0, got {_show(size)}")
+        if "speed" in v:
+            sw = _at(where, "speed")
+            speed = _object(v["speed"], sw, ("median", "min", "max"))
+            for key in ("median", "min", "max"):
+                _number(speed[key], _at(sw, key))
+        if "memory_mb" in v:
+            _number(v["memory_mb"], _at(where, "memory_mb"))
         if "figures" in v:  # written by earlier versions; read, never written again
             figures = _at(where, "figures")
             for key, value in _object(v["figures"], figures).items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .measure import CallTotals, Probe
+from .measure import CallTotals, Probe, Spread
 from .records import CaseRecord, Verdict, case_key, case_label
 from .rubric import ACCURACY_BOUNDS, RUBRIC_KEYS, GroupFigures, Rubric, evaluate
 from .stats import GroupComparison, compare_group, paired, wilson
@@ -34,6 +34,9 @@ class Evidence:
     probe: Probe | None = None  # this variant's speed probe, when a speed gate asked for it
     reference_probe: Probe | None = None  # the reference's, measured in this run
     reference_memory_mb: float | None = None
+    baseline_speed: dict[str, float] | None = None  # the probe's decode median/min/max, as blessed
+    baseline_memory_mb: float | None = None
+    compared: bool = False  # a baseline is being compared with
     reference: str | None = None  # the reference variant's name, if configured
     reference_cases: dict[str, str] | None = None  # its outcomes (this run or the baseline)
     reference_source: str = "this run"
@@ -87,6 +90,10 @@ def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
         prompt_speed_range=(prompt_speed.min, prompt_speed.max) if prompt_speed else None,
         speedup=speedup, speedup_range=speedup_range, memory_ratio=memory_ratio,
         relative_missing=relative_missing, is_reference=variant == ev.reference,
+        decode_speed=_triple(ev.probe.decode_tokens_per_second) if ev.probe else None,
+        baseline_speed=(ev.baseline_speed["median"], ev.baseline_speed["min"], ev.baseline_speed["max"])
+        if ev.baseline_speed else None,
+        baseline_memory_mb=ev.baseline_memory_mb, compared=ev.compared,
     )
     reasons = _weakened(rubric, ev, base) + evaluate(rubric, fig)
     if ev.not_loaded is not None:  # the cause, not "accuracy 0.00" from cases that never ran
@@ -102,6 +109,10 @@ def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
         vs_reference={"reference": ref_name, **ref.to_dict()} if ref else None,
         fidelity=ev.fidelity, reasons=reasons,
     )
+
+
+def _triple(spread: Spread | None) -> tuple[float, float, float] | None:
+    return None if spread is None else (spread.median, spread.min, spread.max)
 
 
 def _relative(ev: Evidence, variant: str) -> tuple[float | None, tuple[float, float] | None,

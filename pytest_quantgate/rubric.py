@@ -29,13 +29,17 @@ RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
     "max_perplexity_ratio": ("max", "perplexity relative to the reference's on the same tokens"),
     "min_speedup_vs_reference": ("min", "probed decode tok/s over the reference's, both measured in this run"),
     "max_memory_vs_reference": ("max", "memory over the reference's, both measured in this run"),
+    "max_speed_drop": ("max", "allowed fall of probed decode tok/s below the baseline's, 0..1, beyond noise"),
+    "max_memory_growth": ("max", "allowed growth of memory over the baseline's, as a fraction (0.1 = 10%)"),
     "accuracy_bound": ("mode", "point (default), lower (the 95% Wilson lower bound must clear accuracy) "
                                "or upper (fail only when even the upper bound is below it)"),
 }
 ACCURACY_BOUNDS = ("lower", "point", "upper")  # strict to lenient
-SPEED_KEYS = ("tokens_per_second", "prompt_tokens_per_second", "min_speedup_vs_reference")
+SPEED_KEYS = ("tokens_per_second", "prompt_tokens_per_second", "min_speedup_vs_reference",
+              "max_speed_drop")
 RELATIVE_KEYS = ("min_speedup_vs_reference", "max_memory_vs_reference")
-FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference", "min_top1_agreement")
+FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference", "min_top1_agreement",
+                 "max_speed_drop")
 FIDELITY_KEYS = ("max_kld", "min_top1_agreement", "max_perplexity_ratio")
 
 class RubricError(Exception):
@@ -57,6 +61,8 @@ class Rubric:
     max_perplexity_ratio: float | None = None
     min_speedup_vs_reference: float | None = None
     max_memory_vs_reference: float | None = None
+    max_speed_drop: float | None = None
+    max_memory_growth: float | None = None
     accuracy_bound: str | None = None  # one of ACCURACY_BOUNDS; None means point
 
     def merged(self, override: Rubric) -> Rubric:
@@ -138,6 +144,10 @@ class GroupFigures:
     memory_ratio: float | None = None  # memory over the reference's
     relative_missing: str | None = None  # why the reference-relative figures are missing
     is_reference: bool = False  # relative gates do not apply to the reference itself
+    decode_speed: tuple[float, float, float] | None = None  # the probe's decode median, min, max
+    baseline_speed: tuple[float, float, float] | None = None  # the same, as blessed
+    baseline_memory_mb: float | None = None
+    compared: bool = False  # a baseline is being compared with (not absent, not being blessed)
 
     @property
     def accuracy(self) -> float | None:
@@ -177,7 +187,40 @@ def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
             )
     _check_fidelity(reasons, rubric, fig)
     _check_relative(reasons, rubric, fig)
+    _check_drift(reasons, rubric, fig)
     return reasons
+
+
+def _check_drift(reasons: list[str], rubric: Rubric, fig: GroupFigures) -> None:
+    """Speed and memory against the baseline's figures, failing only beyond measured noise: the
+    floor is taken from the baseline's slowest run, and a floor inside this run's spread cannot
+    be decided (fails closed as unstable). Like max_accuracy_drop, they apply when a baseline is
+    compared with, not while one is being blessed."""
+    if not fig.compared:
+        return
+    if rubric.max_speed_drop is not None:
+        now, base = fig.decode_speed, fig.baseline_speed
+        if base is None:
+            reasons.append("max_speed_drop: the baseline has no speed for this variant; "
+                           "bless it with a speed gate in place")
+        elif now is None:
+            reasons.append("max_speed_drop: decode speed not measured")
+        else:
+            floor = base[1] * (1 - rubric.max_speed_drop)
+            shown = (f"decode {now[0]:.1f} tok/s ({now[1]:.1f}-{now[2]:.1f}) vs the baseline's "
+                     f"{base[0]:.1f} ({base[1]:.1f}-{base[2]:.1f})")
+            if now[2] < floor:
+                reasons.append(f"{shown}: fell more than {rubric.max_speed_drop:.0%} (floor {floor:.1f})")
+            elif now[1] <= floor:
+                reasons.append(f"{shown}: the {rubric.max_speed_drop:.0%} floor {floor:.1f} is inside "
+                               "this run's spread: unstable; raise speed_probe.repeats or quiet the machine")
+    if rubric.max_memory_growth is not None:
+        if fig.baseline_memory_mb is None or fig.memory_mb is None:
+            reasons.append("max_memory_growth: " + ("the baseline has no memory for this variant"
+                                                    if fig.baseline_memory_mb is None else "not measured"))
+        elif fig.memory_mb > fig.baseline_memory_mb * (1 + rubric.max_memory_growth):
+            reasons.append(f"memory {fig.memory_mb:.1f} MB grew more than {rubric.max_memory_growth:.0%} "
+                           f"over the baseline's {fig.baseline_memory_mb:.1f} MB")
 
 
 def _check_accuracy(reasons: list[str], need: float, bound: str, fig: GroupFigures) -> None:

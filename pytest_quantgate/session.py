@@ -236,6 +236,7 @@ class QuantSession:
                 calls.merge(t)
         base = self._baseline_cases(variant_name, group.key)
         blessed = self._baseline_group(variant_name, group.key) or {}
+        blessed_variant: dict[str, Any] = (self.baseline or {}).get("variants", {}).get(variant_name, {})
         ref = self.settings.reference
         ref_cases, source = None, "this run"
         if ref is not None and group.rubric.max_drop_vs_reference is not None:
@@ -256,6 +257,8 @@ class QuantSession:
             baseline_cases=base, reference=ref,
             baseline_thresholds=blessed.get("thresholds"),
             baseline_accuracy_bound=blessed.get("accuracy_bound", "point"),
+            baseline_speed=blessed_variant.get("speed"),
+            baseline_memory_mb=blessed_variant.get("memory_mb"), compared=self.baseline is not None,
             baseline_reference=self.baseline.get("reference") if self.baseline else None,
             narrowed=self._narrowed(),
             probe=stats.probe if stats else None,

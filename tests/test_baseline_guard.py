@@ -32,8 +32,9 @@ def test_blessing_an_unchanged_setup_twice_writes_the_same_bytes(project: Projec
     project.run("--quant-update-baseline").assert_outcomes(passed=8)
     assert (project.path / "quantgate-baseline.json").read_bytes() == first
     text = first.decode()
-    for volatile in ("tokens_per_second", "memory_mb", "load_seconds"):
+    for volatile in ("tokens_per_second", "load_seconds"):
         assert volatile not in text  # they belong in the JSON report
+    assert '"memory_mb": ' in text  # kept while within noise: the same bytes
     assert '"thresholds": {\n' in text and '"accuracy": 0.5' in text
 
 
@@ -72,3 +73,28 @@ def test_a_k_subset_is_not_a_lost_case(project: Project) -> None:
     project.run("--quant-update-baseline").assert_outcomes(passed=8)
     result = project.run("-k", "one")
     result.assert_outcomes(passed=4, deselected=4)
+
+
+def test_memory_and_speed_drift_against_the_baseline(project: Project) -> None:
+    import json
+
+    project.config(["Q2_K"])
+    gate = "max_memory_growth=0.2, max_speed_drop=0.5"
+    project.pytester.makepyfile(test_g=BODY.format(accuracy=0.5, names=["one"]).replace(
+        "disk_mb=500", gate))
+    project.run("--quant-update-baseline").assert_outcomes(passed=2)
+    path = project.path / "quantgate-baseline.json"
+    blessed = json.loads(path.read_text())
+    q2 = blessed["variants"]["Q2_K"]
+    assert q2["speed"]["min"] <= q2["speed"]["median"] <= q2["speed"]["max"] and q2["memory_mb"] > 50
+    project.run().assert_outcomes(passed=2)  # the same setup: within noise
+    # a baseline from a build that was much faster and leaner: both gates trip, naming both figures
+    q2["speed"] = {k: v * 10 for k, v in q2["speed"].items()}
+    q2["memory_mb"] = round(q2["memory_mb"] / 2, 1)
+    path.write_text(json.dumps(blessed))
+    result = project.run()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*decode * tok/s (*-*) vs the baseline's * (*-*): fell more than 50% (floor *)*",
+        "*memory * MB grew more than 20% over the baseline's * MB*",
+    ])

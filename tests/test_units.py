@@ -44,7 +44,8 @@ def test_prefix_needs_underscore_boundary() -> None:
     ({"acuracy": 0.8}, "acuracy: unknown key; known keys: accuracy, tokens_per_second, "
      "prompt_tokens_per_second, memory_mb, disk_mb, load_seconds, max_accuracy_drop, "
      "max_drop_vs_reference, max_kld, min_top1_agreement, max_perplexity_ratio, "
-     "min_speedup_vs_reference, max_memory_vs_reference, accuracy_bound"),
+     "min_speedup_vs_reference, max_memory_vs_reference, max_speed_drop, max_memory_growth, "
+     "accuracy_bound"),
     ({"accuracy": 1.5}, "accuracy: expected a number between 0 and 1, got 1.5"),
     ({"accuracy": "high"}, "accuracy: expected a number, got 'high'"),
     ({"memory_mb": -1}, "memory_mb: expected a positive number, got -1"),
@@ -173,3 +174,21 @@ def test_accuracy_bound_modes_and_the_cases_it_takes() -> None:
         "accuracy 0.75 [0.60-0.86]: even the upper bound 0.86 < 0.99 (accuracy_bound: upper, 30/40 cases)"]
     with pytest.raises(RubricError, match="accuracy_bound: expected point, lower or upper, got 'strict'"):
         parse_rubric({"accuracy_bound": "strict"})
+
+
+def test_speed_drift_fails_only_beyond_noise() -> None:
+    base = (100.0, 95.0, 105.0)  # median, min, max as blessed
+    gate = Rubric(max_speed_drop=0.1)  # floor: 95 * 0.9 = 85.5
+    assert evaluate(gate, fig(decode_speed=(80.0, 78.0, 82.0), baseline_speed=base, compared=False)) == []
+
+    def compared(**kw: object) -> GroupFigures:  # judged against a baseline being compared with
+        return fig(compared=True, **kw)
+
+    assert evaluate(gate, compared(decode_speed=(90.0, 88.0, 92.0), baseline_speed=base)) == []
+    assert evaluate(gate, compared(decode_speed=(80.0, 78.0, 82.0), baseline_speed=base)) == [
+        "decode 80.0 tok/s (78.0-82.0) vs the baseline's 100.0 (95.0-105.0): fell more than 10% (floor 85.5)"]
+    assert evaluate(gate, compared(decode_speed=(86.0, 84.0, 90.0), baseline_speed=base)) == [
+        "decode 86.0 tok/s (84.0-90.0) vs the baseline's 100.0 (95.0-105.0): the 10% floor 85.5 is inside "
+        "this run's spread: unstable; raise speed_probe.repeats or quiet the machine"]
+    assert evaluate(gate, compared(decode_speed=(86.0, 84.0, 90.0))) == [
+        "max_speed_drop: the baseline has no speed for this variant; bless it with a speed gate in place"]
