@@ -131,10 +131,6 @@ def _within_noise(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return keep
 
 
-def _r(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
 def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .measure import CallTotals, Probe, Spread
-from .records import CaseRecord, Verdict, case_key, case_label
+from .records import CaseRecord, Verdict, case_key, case_label, no_evidence
 from .rubric import ACCURACY_BOUNDS, RUBRIC_KEYS, GroupFigures, Rubric, evaluate
 from .stats import GroupComparison, compare_group, paired, wilson
 
@@ -67,11 +67,10 @@ def unjudged(group: str, variant: str, rubric: Rubric, cases: list[CaseRecord], 
 
 
 def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
-    if not any(c.outcome != "skipped" for c in ev.cases):  # no evidence is not a pass
-        why = next((c.message for c in ev.cases if c.message), "")
+    nothing = no_evidence(ev.cases, "case(s)", f" on {variant}")
+    if nothing is not None:
         return Verdict(group=group, variant=variant, thresholds=rubric.thresholds(), no_verdict=True,
-                       reasons=[f"no verdict: none of its {len(ev.cases)} case(s) was evaluated on "
-                                f"{variant}, all skipped{': ' + why if why else ''}"])
+                       reasons=[nothing])
     n = counts(ev.cases)
     now = outcomes(ev.cases, variant)
     base = compare_group(ev.baseline_cases, now) if ev.baseline_cases is not None else None
@@ -122,6 +121,7 @@ def _relative(ev: Evidence, variant: str) -> tuple[float | None, tuple[float, fl
         return None, None, None, "no reference: set reference: in quantgate.yaml"
     speedup = speedup_range = memory_ratio = None
     missing = None
+    unmeasured = f"reference {ev.reference} was not measured in this run (select it with --quant-variants)"
     # decode speed, like llama-bench's tg: what quantization changes (prompt processing is
     # compute-bound and can favour F16), and free of Python overhead
     mine = ev.probe.decode_tokens_per_second if ev.probe else None
@@ -130,13 +130,11 @@ def _relative(ev: Evidence, variant: str) -> tuple[float | None, tuple[float, fl
         speedup = mine.median / theirs.median
         speedup_range = (mine.min / theirs.max, mine.max / theirs.min)
     elif theirs is None:
-        missing = (f"reference {ev.reference} was not measured in this run (select it with "
-                   "--quant-variants)")
+        missing = unmeasured
     if ev.memory_mb is not None and ev.reference_memory_mb:
         memory_ratio = ev.memory_mb / ev.reference_memory_mb
     elif ev.reference_memory_mb is None:
-        missing = missing or (f"reference {ev.reference} was not measured in this run (select it "
-                              "with --quant-variants)")
+        missing = unmeasured
     return speedup, speedup_range, memory_ratio, missing
 
 

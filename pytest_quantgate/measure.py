@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from collections.abc import Callable
 
 from .backend import Completion
 from .constants import MB
@@ -88,15 +89,20 @@ class Probe:
 
     @classmethod
     def of(cls, calls: list[Completion]) -> Probe:
-        def rates(fn: Any) -> Spread | None:
-            return Spread.of([r for r in (fn(c) for c in calls) if r is not None])
+        singles = []
+        for c in calls:  # each call's rates, by the same arithmetic as any other call totals
+            t = CallTotals()
+            t.add(c)
+            singles.append(t)
+
+        def rates(rate: Callable[[CallTotals], float | None]) -> Spread | None:
+            return Spread.of([r for r in map(rate, singles) if r is not None])
 
         return cls(
             repeats=len(calls),
-            tokens_per_second=rates(lambda c: c.completion_tokens / c.wall_seconds if c.wall_seconds > 0 else None),
-            decode_tokens_per_second=rates(lambda c: c.eval_tokens / (c.eval_ms / 1000) if c.eval_ms > 0 else None),
-            prompt_tokens_per_second=rates(
-                lambda c: c.prompt_eval_tokens / (c.prompt_eval_ms / 1000) if c.prompt_eval_ms > 0 else None),
+            tokens_per_second=rates(lambda t: t.tokens_per_second),
+            decode_tokens_per_second=rates(lambda t: t.decode_tokens_per_second),
+            prompt_tokens_per_second=rates(lambda t: t.prompt_tokens_per_second),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -55,6 +55,15 @@ class Verdict:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+def no_evidence(cases: list[CaseRecord], noun: str, where: str = "") -> str | None:
+    """Why there is nothing to judge when no case ran (all skipped): no evidence is not a pass."""
+    if any(c.outcome != "skipped" for c in cases):
+        return None
+    why = next((c.message for c in cases if c.message), "")
+    return (f"no verdict: none of its {len(cases)} {noun} was evaluated{where}, all skipped"
+            + (f": {why}" if why else ""))
+
+
 def case_label(key: str) -> str:
     """``test_qa.py::test_fact[capital-peru]`` -> ``capital-peru``: short enough for one line."""
     if key.endswith("]") and "[" in key:

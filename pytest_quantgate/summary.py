@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .constants import MB
-from .records import CaseRecord, Verdict
+from .records import CaseRecord, Verdict, no_evidence
 
 
 @dataclass
@@ -118,11 +118,9 @@ def build_summary(
             reasons.extend(f"{labels[g]}: {r}" for r in gr.reasons)
         if failed:
             reasons.append(f"{len(failed)} test(s) failed: {failed[0]}")
-        if mine and all(c.outcome == "skipped" for c in mine) and not reasons:
-            # no evidence is not a pass, with or without a rubric
-            why = next((c.message for c in mine if c.message), "")
-            reasons.append(f"no verdict: none of its {len(mine)} test(s) was evaluated, all skipped"
-                           + (f": {why}" if why else ""))
+        nothing = no_evidence(mine, "test(s)") if mine and not reasons else None
+        if nothing is not None:  # no evidence is not a pass, with or without a rubric
+            reasons.append(nothing)
         stats = info.get("stats") or {}
         rows.append(
             VariantRow(

@@ -171,14 +171,16 @@ def test_memory_guard_floor_does_not_refuse_a_variant_that_fits(project: Project
     assert floor <= report["variants"][0]["memory_mb"] <= 450
 
 
+def _slice(rubric: str) -> str:
+    """An eval module of one generating case under ``quant_rubric(rubric)``."""
+    return (f"import pytest\npytestmark = pytest.mark.quant_rubric({rubric})\n"
+            "def test_case(quant_model):\n    assert quant_model.generate('1, 2,', max_tokens=2)\n")
+
+
 def test_one_tight_slice_does_not_block_the_others(project: Project) -> None:
     project.config(["Q2_K"])
-    project.pytester.makepyfile(
-        test_tight="import pytest\npytestmark = pytest.mark.quant_rubric(accuracy=0.5, memory_mb=60)\n"
-                   "def test_a(quant_model):\n    assert quant_model.generate('1, 2,', max_tokens=2)\n",
-        test_loose="import pytest\npytestmark = pytest.mark.quant_rubric(accuracy=0.5)\n"
-                   "def test_b(quant_model):\n    assert quant_model.generate('1, 2,', max_tokens=2)\n",
-    )
+    project.pytester.makepyfile(test_tight=_slice("accuracy=0.5, memory_mb=60"),
+                                test_loose=_slice("accuracy=0.5"))
     result, report = project.run_report()
     result.assert_outcomes(passed=3, failed=1)
     groups = report["variants"][0]["groups"]
@@ -188,12 +190,8 @@ def test_one_tight_slice_does_not_block_the_others(project: Project) -> None:
 
 def test_a_refused_variant_shows_the_refusal_in_every_group(project: Project) -> None:
     project.config(["F16", "Q2_K"])
-    project.pytester.makepyfile(
-        test_a="import pytest\npytestmark = pytest.mark.quant_rubric(accuracy=0.5, memory_mb=30)\n"
-               "def test_a(quant_model):\n    assert quant_model.generate('1, 2,', max_tokens=2)\n",
-        test_b="import pytest\npytestmark = pytest.mark.quant_rubric(accuracy=0.5, memory_mb=80)\n"
-               "def test_b(quant_model):\n    assert quant_model.generate('1, 2,', max_tokens=2)\n",
-    )
+    project.pytester.makepyfile(test_a=_slice("accuracy=0.5, memory_mb=30"),
+                                test_b=_slice("accuracy=0.5, memory_mb=80"))
     result, report = project.run_report()
     f16 = [v for v in report["variants"] if v["name"] == "F16"][0]
     for group in f16["groups"].values():
