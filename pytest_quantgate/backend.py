@@ -39,6 +39,11 @@ class Completion:
     eval_ms: float
     finish_reason: str | None = None
     tokens: tuple[int, ...] = ()  # every token the call evaluated (prompt + reply), if known
+    cached: bool = False  # served by the result cache: its timings are from the run that made it
+
+
+class LoadError(Exception):
+    """The backend could not load a variant (or its worker died); its tests fail with this."""
 
 
 class ModelCrashed(Exception):

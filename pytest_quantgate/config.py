@@ -32,7 +32,7 @@ from .rubric import Rubric, RubricError, parse_rubric
 DEFAULT_CONFIG_NAME = "quantgate.yaml"
 TOP_LEVEL_KEYS = (
     "model", "variants", "variants_glob", "reference", "llama", "rubric", "generation", "baseline",
-    "isolation", "fidelity", "call_timeout", "speed_probe",
+    "isolation", "fidelity", "call_timeout", "speed_probe", "cache", "decide_early",
 )
 SPEED_PROBE_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType({"repeats": int})
 FIDELITY_KEYS: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
@@ -75,6 +75,9 @@ class Settings:
     fidelity_top_k: int = 1024
     call_timeout: float = DEFAULT_CALL_TIMEOUT  # seconds one call may take in a worker process
     probe_repeats: int = PROBE_REPEATS  # timed runs of the speed probe (after one warm-up)
+    cache_dir: Path | None = None  # the result cache's directory (None: inside pytest's cache)
+    cache_off: bool = False  # cache: off
+    decide_early: bool = False  # stop a (group, variant) once its accuracy cannot pass
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -184,6 +187,13 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
     repeats = probe.get("repeats", PROBE_REPEATS)
     if not 3 <= repeats <= 100:
         raise ConfigError(f"{where}: speed_probe.repeats: expected 3 to 100 timed runs, got {show(repeats)}")
+    cache = raw.get("cache")
+    if cache is not None and (not isinstance(cache, str) or not cache or cache == "refresh"):
+        raise ConfigError(f"{where}: cache: expected a directory or off, got {_kind(cache)} "
+                          "(refresh is a one-run choice: pytest --quant-cache=refresh)")
+    decide_early = raw.get("decide_early", False)
+    if not isinstance(decide_early, bool):
+        raise ConfigError(f"{where}: decide_early: expected true or false, got {_kind(decide_early)}")
     model = raw.get("model", path.parent.name)
     if not (isinstance(model, str) or type(model) in (int, float) and abs(model) < 1e15):
         # str() of a nested value could be huge (YAML aliases): a label must be a scalar
@@ -203,6 +213,9 @@ def load_settings(path: Path, *, name_of: Any = None) -> Settings:
         fidelity_top_k=int(fid.get("top_k", 1024)),
         call_timeout=float(call_timeout),
         probe_repeats=int(repeats),
+        cache_dir=(base / cache).resolve() if cache not in (None, "off") else None,
+        cache_off=cache == "off",
+        decide_early=decide_early,
     )
 
 

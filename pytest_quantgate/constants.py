@@ -13,6 +13,7 @@ VARIANT_PROP = "quantgate.variant"
 VERDICT_PROP = "quantgate.verdict"
 
 MISS_PREFIX = "quant miss: "  # wasxfail reason of a failed assertion counted as a miss
+DECIDED_PREFIX = "verdict decided: "  # skip reason of a case --quant-decide-early did not run
 
 FIDELITY_N_CTX = 512  # corpus chunk size, like llama-perplexity's default
 FIDELITY_TOP_K = 1024  # keeps the top-k + tail KLD within ~2% of the full one on SmolLM2 (benchmarks)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .constants import DECIDED_PREFIX
 from .measure import CallTotals, Probe, Spread
 from .records import CaseRecord, Verdict, case_key, case_label, no_evidence
-from .rubric import ACCURACY_BOUNDS, RUBRIC_KEYS, GroupFigures, Rubric, evaluate
+from .rubric import ACCURACY_BOUNDS, RUBRIC_KEYS, GroupFigures, Rubric, accuracy_holds, evaluate
 from .stats import GroupComparison, compare_group, paired, wilson
 
 
@@ -44,6 +45,36 @@ class Evidence:
     fidelity_missing: str | None = None
 
 
+def undecided(c: CaseRecord) -> bool:
+    """A case ``--quant-decide-early`` did not run because its verdict was already decided."""
+    return c.outcome == "skipped" and c.message.startswith(DECIDED_PREFIX)
+
+
+def decided_early(rubric: Rubric, cases: list[CaseRecord], total: int) -> str | None:
+    """Why the accuracy threshold can no longer be met by a (group, variant) that has
+    ``total`` cases, ``cases`` of them recorded so far; None while it still can.
+
+    The best case is every remaining case passing: the Wilson bounds, like the observed
+    accuracy, rise with each extra pass and fall with each extra miss (tests/fast checks this
+    over a grid), so if the threshold fails even then, it fails whatever the rest do.
+    """
+    if rubric.accuracy is None:
+        return None
+    n = counts(cases)
+    ran, passed = n["cases"], n["passed_cases"]
+    rest = total - sum(not undecided(c) for c in cases)  # not run yet, or already decided
+    bound = rubric.accuracy_bound or "point"
+    if ran == passed or rest < 0 or accuracy_holds(rubric.accuracy, bound, passed + rest, ran + rest):
+        return None
+    size = ran + rest
+    allowed = next(k for k in range(size, -1, -1)
+                   if k == 0 or accuracy_holds(rubric.accuracy, bound, size - k, size))
+    if not accuracy_holds(rubric.accuracy, bound, size, size):
+        return f"{DECIDED_PREFIX}accuracy {rubric.accuracy:g} cannot be met by {size} cases"
+    what = "misses" if n["failures"] == 0 else "misses and failures"
+    return f"{DECIDED_PREFIX}{ran - passed} {what} > {allowed} allowed"
+
+
 def counts(cases: list[CaseRecord]) -> dict[str, Any]:
     """Case counts and accuracy of the cases that ran; skips are not evidence."""
     ran = [c for c in cases if c.outcome != "skipped"]
@@ -68,10 +99,16 @@ def unjudged(group: str, variant: str, rubric: Rubric, cases: list[CaseRecord], 
 
 def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
     nothing = no_evidence(ev.cases, "case(s)", f" on {variant}")
-    if nothing is not None:
+    if nothing is not None:  # a refused file's cause first, as when its cases error
         return Verdict(group=group, variant=variant, thresholds=rubric.thresholds(), no_verdict=True,
-                       reasons=[nothing])
+                       reasons=[r for r in (ev.broken, ev.not_loaded) if r] or [nothing])
     n = counts(ev.cases)
+    left = sum(map(undecided, ev.cases))
+    if left:  # decided early: the accuracy figures are the best case, an upper bound
+        n["cases"] += left
+        n["passed_cases"] += left
+        n["accuracy"] = n["passed_cases"] / n["cases"]
+        n["accuracy_ci"] = None
     now = outcomes(ev.cases, variant)
     base = compare_group(ev.baseline_cases, now) if ev.baseline_cases is not None else None
     ref, ref_name, ref_missing = _vs_reference(rubric, ev, now)
@@ -92,7 +129,7 @@ def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
         decode_speed=_triple(ev.probe.decode_tokens_per_second) if ev.probe else None,
         baseline_speed=(ev.baseline_speed["median"], ev.baseline_speed["min"], ev.baseline_speed["max"])
         if ev.baseline_speed else None,
-        baseline_memory_mb=ev.baseline_memory_mb, compared=ev.compared,
+        baseline_memory_mb=ev.baseline_memory_mb, compared=ev.compared, undecided=left,
     )
     reasons = _weakened(rubric, ev, base) + evaluate(rubric, fig)
     if ev.not_loaded is not None:  # the cause, not "accuracy 0.00" from cases that never ran
@@ -106,7 +143,7 @@ def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
         memory_mb=fig.memory_mb, disk_mb=fig.disk_mb, load_seconds=fig.load_seconds,
         baseline=base.to_dict() if base else None,
         vs_reference={"reference": ref_name, **ref.to_dict()} if ref else None,
-        fidelity=ev.fidelity, reasons=reasons,
+        fidelity=ev.fidelity, reasons=reasons, undecided=left,
     )
 
 
@@ -163,7 +200,9 @@ def _weakened(rubric: Rubric, ev: Evidence, base: GroupComparison | None) -> lis
                        f"{ev.reference}; re-bless with --quant-update-baseline to accept it")
     if base is not None and base.removed:
         skipped = {case_key(c.nodeid, c.variant) for c in ev.cases if c.outcome == "skipped"}
+        decided = {case_key(c.nodeid, c.variant) for c in ev.cases if undecided(c)}
         lost = base.removed if not ev.narrowed else [k for k in base.removed if k in skipped]
+        lost = [k for k in lost if k not in decided]  # not lost: the verdict was decided
         if lost:
             shown = ", ".join(case_label(k) for k in lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
             out.append(f"{len(lost)} baseline case(s) did not run (deleted or skipped): {shown}; "

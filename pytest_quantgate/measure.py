@@ -127,6 +127,7 @@ class VariantStats:
     model_level: int | None = None  # what the load and the calls added, net, so far
     last_rss: int | None = None  # RSS after the latest call: the next call sees what ran between
     totals: CallTotals = field(default_factory=CallTotals)
+    cached_calls: int = 0  # calls the result cache answered (not in totals: nothing was timed)
     probe: Probe | None = None  # the calibrated speed figures, when a speed gate asked for them
 
     @property
@@ -150,6 +151,7 @@ class VariantStats:
             "rss_after_load": self.rss_after_load,
             "rss_peak": self.rss_peak,
             "calls": self.totals.to_dict(),
+            "cached_calls": self.cached_calls,
             # the probe's medians when it ran, else the single pass over the calls
             "tokens_per_second": _median_or(probe.tokens_per_second if probe else None,
                                             self.totals.tokens_per_second),

@@ -1,33 +1,59 @@
 """``QuantModel``: what the ``quant_model`` fixture hands a test.
 
 It applies the run's generation defaults (greedy, seeded) and records every call's tokens and
-timings for the test that made it, then returns plain text.
+timings for the test that made it, then returns plain text. A deterministic call is first
+looked up in the exact result cache (``cache.py``); the model is loaded on the first call the
+cache cannot answer, unless the pool loaded it already (speed and memory gates need it live).
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
 from .display import show
-from .backend import Completion, LoadedModel, Message, ModelCrashed, stop_list
+from .backend import Completion, LoadError, LoadedModel, Message, ModelCrashed, stop_list
+from .cache import ResultCache, completion_from_dict, completion_to_dict, deterministic, plain
 from .variants import Variant
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CallCache:
+    """The result cache as one variant sees it: ``context`` is what keys every answer of this
+    variant besides the request (file hash, llama.cpp build, llama settings, backend)."""
+
+    cache: ResultCache
+    context: Mapping[str, Any]
+    on_hit: Callable[[Completion | None], None]  # the pool counts it and keeps a completion's tokens
+
+    def request(self, op: str, **parts: Any) -> dict[str, Any] | None:
+        """The full key document, or None when the call cannot be cached (not JSON data, or
+        sampled without a fixed seed)."""
+        params = parts.get("params", {})
+        if not plain(parts) or (op in ("complete", "chat") and not deterministic(op, params)):
+            return None
+        return {"context": dict(self.context), "op": op, **parts}
 
 
 class QuantModel:
     def __init__(
         self,
         variant: Variant,
-        loaded: LoadedModel,
+        acquire: Callable[[], LoadedModel],
         generation: Mapping[str, Any],
         seed: int | None,
-        measured: Callable[[Callable[[], Any]], Any],
+        measured: Callable[[LoadedModel, Callable[[], Any]], Any],
         n_ctx: int | None = None,
+        cache: CallCache | None = None,
     ) -> None:
         self.variant = variant
-        self._loaded = loaded
+        self._acquire = acquire  # the loaded model, loading it on first use (raises LoadError)
+        self._cache = cache
         self._max_tokens = int(generation.get("max_tokens", 64))
         self._params = {k: v for k, v in generation.items() if k != "max_tokens"}
         if seed is not None:
@@ -44,8 +70,18 @@ class QuantModel:
 
     @property
     def llm(self) -> Any:
-        """The underlying ``llama_cpp.Llama`` (None if the backend keeps the model elsewhere)."""
-        return self._loaded.llm
+        """The underlying ``llama_cpp.Llama`` (None if the backend keeps the model elsewhere);
+        loads the variant if it is not loaded yet."""
+        __tracebackhide__ = True
+        return self._loaded().llm
+
+    def _loaded(self) -> LoadedModel:
+        __tracebackhide__ = True
+        try:
+            return self._acquire()
+        except LoadError as exc:
+            reason = str(exc)
+        pytest.fail(reason, pytrace=False)  # outside the except: no chained traceback
 
     def generate(self, prompt: str, *, max_tokens: int | None = None,
                  stop: str | Sequence[str] | None = None, **kw: Any) -> str:
@@ -58,8 +94,9 @@ class QuantModel:
                 isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop))):
             _misuse(f"generate: stop: expected a string or a list of strings, got {_brief(stop)}")
         n = self._tokens_budget("generate", max_tokens)
-        return self._run(lambda: self._loaded.complete(
-            prompt, max_tokens=n, stop=stop_list(stop), params={**self._params, **kw}))
+        stops, params = stop_list(stop), {**self._params, **kw}
+        return self._run("complete", dict(prompt=prompt, max_tokens=n, stop=stops, params=params),
+                         lambda m: m.complete(prompt, max_tokens=n, stop=stops, params=params))
 
     def chat(self, message_or_messages: str | Sequence[Message], *, max_tokens: int | None = None,
              system: str | None = None, **kw: Any) -> str:
@@ -79,8 +116,9 @@ class QuantModel:
         if system is not None:
             messages.insert(0, {"role": "system", "content": system})
         n = self._tokens_budget("chat", max_tokens)
-        return self._run(lambda: self._loaded.chat(
-            messages, max_tokens=n, params={**self._params, **kw}))
+        params = {**self._params, **kw}
+        return self._run("chat", dict(messages=[dict(m) for m in messages], max_tokens=n, params=params),
+                         lambda m: m.chat(messages, max_tokens=n, params=params))
 
     def _tokens_budget(self, fn: str, max_tokens: int | None) -> int:
         """``None`` is the configured default; anything else must be a real budget: 0 or -1
@@ -95,16 +133,32 @@ class QuantModel:
                     "lower it or raise n_ctx in quantgate.yaml")
         return max_tokens
 
-    def _run(self, call: Callable[[], Completion]) -> str:
-        """Make the call, record it, return its text; a crashed worker fails the test cleanly."""
+    def _run(self, op: str, request: dict[str, Any], call: Callable[[LoadedModel], Completion]) -> str:
+        """Answer from the cache, or make the call, record it and cache it; return its text. A
+        crashed worker fails the test cleanly."""
         __tracebackhide__ = True
+        key = self._cache.request(op, **request) if self._cache is not None else None
+        if self._cache is not None and key is not None:
+            hit = self._cache.cache.get(key, completion_from_dict)
+            if hit is not None:
+                self._cache.on_hit(hit)
+                self.last = hit
+                return hit.text
+        c = self._live(call)
+        if self._cache is not None and key is not None:
+            self._cache.cache.put(key, completion_to_dict(c))
+        self.last = c
+        return c.text
+
+    def _live(self, call: Callable[[LoadedModel], T]) -> T:
+        __tracebackhide__ = True
+        loaded = self._loaded()
         try:
-            c: Completion = self._measured(call)
+            result: T = self._measured(loaded, lambda: call(loaded))
         except ModelCrashed as exc:
             crash = str(exc)
         else:
-            self.last = c
-            return c.text
+            return result
         pytest.fail(crash, pytrace=False)  # outside the except: no chained traceback
 
     # -- scoring: log-likelihood, multiple choice, perplexity (in-process placement) ----------
@@ -122,7 +176,8 @@ class QuantModel:
         for what, text in (("prompt", prompt), ("continuation", continuation)):
             if not isinstance(text, str) or not text:
                 _misuse(f"logprob: {what}: expected a non-empty string, got {_brief(text)}")
-        return float(self._score("logprob", lambda s: s.logprob(prompt, continuation))[0])
+        return float(self._score("logprob", {"prompt": prompt, "continuation": continuation},
+                                 lambda s: s.logprob(prompt, continuation))[0])
 
     def choose(self, prompt: str, options: Sequence[str], *, normalize: bool = False) -> int:
         """Index of the most likely option (lm-evaluation-harness style multiple choice).
@@ -139,7 +194,9 @@ class QuantModel:
         for i, opt in enumerate(options):
             if not isinstance(opt, str) or not opt:
                 _misuse(f"choose: options[{i}]: expected a non-empty string, got {_brief(opt)}")
-        best, self.last_scores = self._score("choose", lambda s: s.choose(prompt, options, normalize=normalize))
+        best, scores = self._score("choose", {"prompt": prompt, "options": list(options), "normalize": normalize},
+                                   lambda s: s.choose(prompt, options, normalize=normalize))
+        self.last_scores = [float(x) for x in scores]
         return int(best)
 
     def perplexity(self, text: str, *, n_ctx: int | None = None) -> float:
@@ -153,25 +210,56 @@ class QuantModel:
         if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 4):
             _misuse(f"perplexity: n_ctx: expected an integer of at least 4 (half of each chunk is "
                     f"scored), got {_brief(n_ctx)}")
-        result = self._score("perplexity", lambda s: perplexity(s, text, n_ctx))
+        result = self._score("perplexity", {"text": text, "n_ctx": n_ctx}, lambda s: perplexity(s, text, n_ctx))
         self.last_perplexity = result
         return float(result["perplexity"])
 
-    def _score(self, fn: str, run: Callable[[Any], Any]) -> Any:
-        """Run a scoring function; its input problems (too long for the context, nothing to
-        score) fail the test with one line instead of a traceback from numpy or llama.cpp."""
+    def _score(self, fn: str, request: dict[str, Any], run: Callable[[Any], Any]) -> Any:
+        """Run a scoring function (or answer it from the cache: scores are deterministic); its
+        input problems (too long for the context, nothing to score) fail the test with one
+        line instead of a traceback from numpy or llama.cpp."""
+        import json
+
         from .fidelity import ScoringError
 
         __tracebackhide__ = True
+        key = self._cache.request(fn, **request) if self._cache is not None else None
+        if self._cache is not None and key is not None:
+            hit = self._cache.cache.get(key, _SCORE_SHAPES[fn])
+            if hit is not None:
+                self._cache.on_hit(None)
+                return hit
         scorer = self._scorer()
         try:
-            return self._measured(lambda: run(scorer))
+            result = self._live(lambda _: run(scorer))
         except ScoringError as exc:
             problem = str(exc)
+        else:
+            if self._cache is not None and key is not None:
+                self._cache.cache.put(key, json.loads(json.dumps(result)))  # tuples as lists
+            return result
         _misuse(f"{fn}: {problem}")
 
     def __repr__(self) -> str:
         return f"<QuantModel {self.variant.name} {self.variant.path.name}>"
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+# What a cached scoring result must look like to be used (entries are data, never trusted).
+_SCORE_SHAPES: dict[str, Callable[[Any], Any]] = {
+    "logprob": lambda r: r if isinstance(r, list) and len(r) == 2 and _number(r[0]) and _count(r[1]) else None,
+    "choose": lambda r: r if (isinstance(r, list) and len(r) == 2 and _count(r[0]) and isinstance(r[1], list)
+                              and r[1] and r[0] < len(r[1]) and all(map(_number, r[1]))) else None,
+    "perplexity": lambda r: r if (isinstance(r, dict) and _number(r.get("perplexity"))
+                                  and _count(r.get("tokens_scored")) and _count(r.get("chunks"))) else None,
+}
 
 
 def _misuse(message: str) -> NoReturn:

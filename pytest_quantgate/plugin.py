@@ -12,10 +12,11 @@ from collections.abc import Mapping
 import pytest
 
 from .baseline import BaselineError, read_baseline
-from .config import GATES, ISOLATIONS, ConfigError, find_config, load_settings, select_variants
+from .cache import ResultCache
+from .config import GATES, ISOLATIONS, ConfigError, Settings, find_config, load_settings, select_variants
 from .constants import MARKER, PARAM
 from .model import QuantModel
-from .pool import LoadError
+from .backend import LoadError
 from .rubric import RUBRIC_KEYS
 from .session import SESSION_KEY, QuantSession
 from .variants import BrokenVariant, Variant, check_same_model, name_from_metadata, resolve
@@ -59,6 +60,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "else quantgate-baseline.json next to it)")
     group.addoption("--quant-update-baseline", action="store_true", default=False,
                     help="write this run's results as the new baseline instead of comparing")
+    group.addoption("--quant-cache", metavar="DIR|off|refresh", default=None,
+                    help="exact result cache of deterministic calls: a directory, off, or refresh "
+                         "(recompute every call and overwrite its entry); default: cache: in "
+                         "quantgate.yaml, else quantgate-results in pytest's cache dir")
+    group.addoption("--quant-decide-early", action="store_true", default=False,
+                    help="stop running a group's cases on a variant once its accuracy threshold "
+                         "can no longer be met; the rest are skipped (default: decide_early: in "
+                         "quantgate.yaml, else off; never when updating the baseline)")
     parser.addini("quantgate_config", "quantgate config file, relative to the rootdir", default=None)
     parser.addini("quant_gate", "default for --quant-gate (all|any)", default="all")
 
@@ -144,7 +153,35 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
         raise ConfigError(f"--quant-baseline: {flag}: no such file; create it with --quant-update-baseline")
     return QuantSession(config, settings, variants, selected, gate,
                         Path(report).resolve() if report else None,
-                        baseline_path=baseline_path, baseline=baseline, update_baseline=update)
+                        baseline_path=baseline_path, baseline=baseline, update_baseline=update,
+                        cache=_result_cache(config, settings),
+                        decide_early=(bool(config.getoption("quant_decide_early")) or settings.decide_early)
+                        and not update)
+
+
+def _result_cache(config: pytest.Config, settings: Settings) -> ResultCache | None:
+    """``--quant-cache`` over ``cache:`` in quantgate.yaml over pytest's cache dir."""
+    flag = config.getoption("quant_cache")
+    if flag == "off" or (flag is None and settings.cache_off):
+        return None
+    mode = "refresh" if flag == "refresh" else "on"
+    if flag not in (None, "refresh"):
+        where, root = "--quant-cache", Path(flag).expanduser().resolve()
+    elif settings.cache_dir is not None:
+        where, root = f"{settings.config_path.name}: cache", settings.cache_dir
+    elif hasattr(config, "cache"):  # None with -p no:cacheprovider: then no result cache
+        where, root = "cache_dir", config.cache.mkdir("quantgate-results")
+    else:
+        return None
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{where}: {root} is a file; give a directory for the result cache")
+    parent = root
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{where}: cannot write under {parent}; give a writable directory or "
+                          "--quant-cache=off")
+    return ResultCache(root, mode)
 
 
 def _check_output(what: str, value: str, inputs: Mapping[Path, str]) -> None:
@@ -206,10 +243,11 @@ def quant_variant(request: pytest.FixtureRequest) -> Variant:
 
 @pytest.fixture
 def quant_model(request: pytest.FixtureRequest, quant_variant: Variant) -> QuantModel:
-    """The loaded variant: ``generate()``, ``chat()``, ``.variant`` and ``.llm``."""
+    """The variant's model: ``generate()``, ``chat()``, ``.variant`` and ``.llm``. Loaded now,
+    or on its first call the result cache cannot answer when no gate needs live figures."""
     qs = _session(request.config)
     try:
-        return qs.pool.get(quant_variant)
+        return qs.pool.get(quant_variant, lazy=qs.lazy)
     except LoadError as exc:
         reason = str(exc)
     pytest.fail(reason, pytrace=False)  # outside the except: no chained traceback

@@ -10,13 +10,17 @@ from collections.abc import Callable, Mapping
 
 import psutil
 
-from .backend import Completion, LoadedModel, ModelCrashed
+from .backend import Completion, LoadError, LoadedModel, ModelCrashed
+from .cache import ResultCache
 from .constants import PROBE_MAX_TOKENS, PROBE_PROMPT
 from .measure import CallTotals, Probe, VariantStats
-from .model import QuantModel
+from .model import CallCache, QuantModel
 from .variants import Variant
 
 LoadFn = Callable[[Variant], LoadedModel]
+ContextFn = Callable[[Variant], dict[str, Any]]
+
+__all__ = ["LoadError", "ModelPool"]
 
 
 def _settle_memory() -> None:
@@ -36,22 +40,21 @@ def _settle_memory() -> None:
 _LOADED_MODEL = ("llm", "crashed", "memory_bytes", "complete", "chat", "close")
 
 
-class LoadError(Exception):
-    """The backend could not load a variant; its tests error with this message."""
-
-
 class ModelPool:
     def __init__(self, load: LoadFn, generation: Mapping[str, Any], seed: int | None,
-                 prepare: Callable[[], None] | None = None, n_ctx: int | None = None) -> None:
+                 prepare: Callable[[], None] | None = None, n_ctx: int | None = None,
+                 cache: ResultCache | None = None, cache_context: ContextFn | None = None) -> None:
         self._load = load
+        self._cache = cache  # the exact result cache, None when off
+        self._cache_context = cache_context  # what besides the request keys a variant's answers
         self._prepare = prepare  # e.g. import llama_cpp, so its libraries are not billed to a variant
         self._generation = generation
         self._seed = seed
         self._n_ctx = n_ctx  # so the model can refuse a max_tokens the context cannot hold
         self.probe_repeats = 0  # set by the session when a speed gate needs calibrated figures
         self._proc = psutil.Process()
-        self._resident: QuantModel | None = None
-        self._loaded: LoadedModel | None = None  # the resident model's placement
+        self._model: QuantModel | None = None  # the current variant's model, loaded or not yet
+        self._loaded: LoadedModel | None = None  # its placement, once loaded
         self._failed: dict[str, str] = {}
         self.stats: dict[str, VariantStats] = {}
         self.current_test: str | None = None  # nodeid the calls are attributed to
@@ -65,19 +68,40 @@ class ModelPool:
 
     @property
     def resident(self) -> str | None:
-        return self._resident.variant.name if self._resident else None
+        """The variant whose model is loaded right now, if any."""
+        return self._model.variant.name if self._model is not None and self._loaded is not None else None
 
-    def get(self, variant: Variant) -> QuantModel:
-        if self._resident is not None and self._resident.variant.name == variant.name:
-            crashed = self._loaded.crashed if self._loaded is not None else None
+    def get(self, variant: Variant, *, lazy: bool = False) -> QuantModel:
+        """The variant's ``QuantModel``, loaded now, or with ``lazy`` on its first uncached call
+        (a variant whose every call hits the result cache is never loaded)."""
+        if self._model is None or self._model.variant.name != variant.name:
+            self.release()
+            if variant.name in self._failed:
+                raise LoadError(self._failed[variant.name])
+            cache = None
+            if self._cache is not None and self._cache_context is not None:
+                cache = CallCache(self._cache, self._cache_context(variant),
+                                  lambda c: self._cached(variant.name, c))
+            self.stats.setdefault(variant.name, VariantStats(variant.name))
+            self._model = QuantModel(
+                variant, lambda: self.acquire(variant), self._generation, self._seed,
+                lambda loaded, call: self._measured(variant.name, loaded, call),
+                n_ctx=self._n_ctx, cache=cache)
+        if not lazy:
+            self.acquire(variant)
+        return self._model
+
+    def acquire(self, variant: Variant) -> LoadedModel:
+        """The current variant's loaded model, loading it now if needed (raises LoadError)."""
+        if self._loaded is not None:
+            crashed = self._loaded.crashed
             if crashed:  # an isolated worker died: the variant's remaining tests error at once
                 self._failed[variant.name] = crashed
                 self.release()
                 raise LoadError(crashed)
-            return self._resident
+            return self._loaded
         if variant.name in self._failed:
             raise LoadError(self._failed[variant.name])
-        self.release()
         if self._prepare is not None:
             prepare, self._prepare = self._prepare, None
             prepare()
@@ -108,10 +132,6 @@ class ModelPool:
             stats.rss_after_load = stats.rss_peak = self._proc.memory_info().rss
             stats.model_bytes = stats.model_level = max(0, stats.rss_after_load - stats.rss_before)
             stats.last_rss = stats.rss_after_load
-        self._resident = QuantModel(
-            variant, loaded, self._generation, self._seed,
-            lambda call: self._measured(variant.name, loaded, call), n_ctx=self._n_ctx,
-        )
         if self.probe_repeats:
             try:
                 stats.probe = self._probe(variant.name, loaded)
@@ -119,7 +139,7 @@ class ModelPool:
                 self._failed[variant.name] = str(exc)
                 self.release()
                 raise LoadError(str(exc)) from None
-        return self._resident
+        return loaded
 
     def _probe(self, name: str, loaded: LoadedModel) -> Probe:
         """The speed probe: one warm-up, then ``probe_repeats`` timed runs of a fixed workload.
@@ -136,6 +156,14 @@ class ModelPool:
             PROBE_PROMPT, max_tokens=PROBE_MAX_TOKENS, stop=None, params=params), record=False)
             for _ in range(self.probe_repeats + 1)]
         return Probe.of(calls[1:])
+
+    def _cached(self, name: str, c: Completion | None) -> None:
+        """A call the result cache answered: its tokens serve fidelity like a live call's, but
+        it adds no timing or memory (nothing ran); the summary counts it."""
+        self.stats[name].cached_calls += 1
+        if self.current_test is not None and c is not None and c.tokens:
+            self.test_tokens.setdefault(self.current_test, []).append(c.tokens)
+            self.test_prompts.setdefault(self.current_test, []).append(c.tokens[:c.prompt_tokens])
 
     def _measured(self, name: str, loaded: Any, call: Callable[[], Any], record: bool = True) -> Any:
         """Make one call and bill the model only for what it adds *during* its calls.
@@ -174,7 +202,8 @@ class ModelPool:
 
     def release(self) -> None:
         """Close the resident model (``Llama.close()``) so the next variant loads alone."""
+        self._model = None
         if self._loaded is not None:
-            loaded, self._loaded, self._resident = self._loaded, None, None
+            loaded, self._loaded = self._loaded, None
             loaded.close()
             _settle_memory()

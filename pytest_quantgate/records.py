@@ -45,6 +45,7 @@ class Verdict:
     fidelity: dict[str, Any] | None = None  # mean/p99 KLD, top-1 agreement, perplexity ratio
     reasons: list[str] = field(default_factory=list)
     no_verdict: bool = False  # no case was evaluated: nothing to judge, so never a pass
+    undecided: int = 0  # cases --quant-decide-early did not run; accuracy is then an upper bound
     passed: bool = False
 
     def to_dict(self) -> dict[str, Any]:

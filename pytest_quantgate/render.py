@@ -28,7 +28,9 @@ def _row_cells(summary: Summary, r: VariantRow, marks: tuple[str, str], ok: str,
             cells.append("no verdict")
             continue
         acc = "n/a" if gr.accuracy is None else f"{gr.accuracy:.2f}"
-        if gr.accuracy_ci:
+        if gr.undecided and gr.accuracy is not None:  # decided early: the best case, a bound
+            acc = f"<= {acc}"
+        elif gr.accuracy_ci:
             acc += f" [{gr.accuracy_ci[0]:.2f}-{gr.accuracy_ci[1]:.2f}]"
         cells.append(f"{acc} {marks[0] if gr.passed else marks[1]}")
     cells.append(ok if r.passed else bad + r.reasons[0])
@@ -48,6 +50,9 @@ def render_lines(summary: Summary) -> list[str]:
     widths = _widths(table)
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines += _comparison_lines(summary)
+    cache = _cache_line(summary)
+    if cache:
+        lines.append(cache)
     if summary.incomplete:
         lines.append("run incomplete: figures cover only the tests that finished")
     lines.append(_answer(summary))
@@ -90,6 +95,17 @@ def _comparison_lines(summary: Summary) -> list[str]:
                 out.append(f"{r.name} {summary.label(g)} vs {ref['reference']}: {ref['drop']:+.2f} drop "
                            f"(lost {ref['lost']}, gained {ref['gained']}, McNemar p={ref['p_value']:.3g}){note}")
     return out
+
+
+def _cache_line(summary: Summary) -> str | None:
+    """How many calls the result cache answered, per variant; which variants never loaded."""
+    if not any(r.cached_calls for r in summary.rows):
+        return None
+    cached = sum(r.cached_calls for r in summary.rows)
+    total = cached + sum(r.live_calls for r in summary.rows)
+    parts = [f"{r.name} {r.cached_calls}/{r.cached_calls + r.live_calls}"
+             + (" (not loaded)" if r.loads == 0 else "") for r in summary.rows]
+    return f"result cache: {cached} of {total} calls answered from the cache ({', '.join(parts)})"
 
 
 def _widths(table: list[list[str]]) -> list[int]:

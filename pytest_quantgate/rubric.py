@@ -86,6 +86,13 @@ class Rubric:
         return any(getattr(self, k) is not None for k in SPEED_KEYS)
 
     @property
+    def needs_live(self) -> bool:
+        """Gates on figures only a loaded model gives (speed, memory, load time, fidelity):
+        they must never be judged on answers from the result cache."""
+        return (self.needs_probe or self.needs_fidelity or any(getattr(self, k) is not None for k in (
+            "memory_mb", "load_seconds", "max_memory_vs_reference", "max_memory_growth")))
+
+    @property
     def counts_misses(self) -> bool:
         """With an accuracy below 1, a failed assertion is a miss that counts, not a failure."""
         return self.accuracy is not None and self.accuracy < 1
@@ -148,6 +155,7 @@ class GroupFigures:
     baseline_speed: tuple[float, float, float] | None = None  # the same, as blessed
     baseline_memory_mb: float | None = None
     compared: bool = False  # a baseline is being compared with (not absent, not being blessed)
+    undecided: int = 0  # cases not run once the verdict was decided (counted as passes: a bound)
 
     @property
     def accuracy(self) -> float | None:
@@ -223,25 +231,40 @@ def _check_drift(reasons: list[str], rubric: Rubric, fig: GroupFigures) -> None:
                            f"over the baseline's {fig.baseline_memory_mb:.1f} MB")
 
 
+def accuracy_holds(need: float, bound: str, passed: int, cases: int) -> bool:
+    """The accuracy threshold's test, alone: ``--quant-decide-early`` asks it of the best case."""
+    if cases <= 0:
+        return False
+    lo, hi = wilson(passed, cases)
+    return {"point": passed / cases >= need, "lower": lo >= need, "upper": hi >= need}[bound]
+
+
 def _check_accuracy(reasons: list[str], need: float, bound: str, fig: GroupFigures) -> None:
     """``point``: the observed accuracy; ``lower``: its 95% Wilson lower bound must clear the
     threshold (strict: a small eval set cannot pass by luck); ``upper``: fail only when even the
-    upper bound is below it (lenient: only a drop the cases can show fails)."""
+    upper bound is below it (lenient: only a drop the cases can show fails). After an early
+    decision the figures are the best case (every case not run counted as passed): a bound."""
     acc = fig.accuracy
     if acc is None:
         reasons.append("accuracy: no case ran")
         return
+    if accuracy_holds(need, bound, fig.passed, fig.cases):
+        return
     lo, hi = wilson(fig.passed, fig.cases)
     counted = f"{fig.passed}/{fig.cases} cases"
-    if bound == "point" and acc < need:
-        reasons.append(f"accuracy {acc:.2f} < {need:.2f} ({counted})")
-    elif bound == "lower" and lo < need:
+    shown = f"{acc:.2f}"
+    if fig.undecided:
+        counted = f"at best {counted}; {fig.undecided} not run, verdict decided early"
+        shown = f"<= {acc:.2f}"
+    if bound == "point":
+        reasons.append(f"accuracy {shown} < {need:.2f} ({counted})")
+    elif bound == "lower":
         enough = cases_for_lower_bound(acc, need)
         hint = f"; at {acc:.2f} the bound clears {need:.2f} from {enough} cases" if enough else ""
-        reasons.append(f"accuracy {acc:.2f} [{lo:.2f}-{hi:.2f}]: lower bound {lo:.2f} < {need:.2f} "
+        reasons.append(f"accuracy {shown} [{lo:.2f}-{hi:.2f}]: lower bound {lo:.2f} < {need:.2f} "
                        f"(accuracy_bound: lower, {counted}{hint})")
-    elif bound == "upper" and hi < need:
-        reasons.append(f"accuracy {acc:.2f} [{lo:.2f}-{hi:.2f}]: even the upper bound {hi:.2f} < "
+    else:
+        reasons.append(f"accuracy {shown} [{lo:.2f}-{hi:.2f}]: even the upper bound {hi:.2f} < "
                        f"{need:.2f} (accuracy_bound: upper, {counted})")
 
 

@@ -18,11 +18,14 @@ import pytest
 from .collection import Arranged, Group, Groups, RubricItem, arrange, variant_of
 from .config import Settings
 from .constants import CASE_PROP, VARIANT_PROP, VERDICT_PROP
-from .judge import Evidence, judge, outcomes, unjudged
+from .cache import FORMAT as CACHE_FORMAT, ResultCache, llama_build
+from .constants import DECIDED_PREFIX
+from .judge import Evidence, decided_early, judge, outcomes, undecided, unjudged
 from .measure import CallTotals
 from .outcomes import case_record, is_verdict, mark_miss
 from .outputs import baseline_step, write_outputs
-from .pool import LoadError, ModelPool
+from .backend import LoadError
+from .pool import ModelPool
 from .records import CaseRecord, Verdict, case_key
 from .reference import ReferenceScores
 from .render import render_lines
@@ -44,6 +47,8 @@ class QuantSession:
         baseline_path: Path | None = None,
         baseline: dict[str, Any] | None = None,
         update_baseline: bool = False,
+        cache: ResultCache | None = None,
+        decide_early: bool = False,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -56,11 +61,16 @@ class QuantSession:
         self.update_baseline = update_baseline
         seed = settings.llama.get("seed")
         n_ctx = settings.llama.get("n_ctx")
+        self.cache = cache
+        self.decide_early = decide_early
+        self.lazy = False  # load on the first uncached call; set at collection (no live gate)
         self.pool = ModelPool(self._load, settings.generation, seed if isinstance(seed, int) else None,
                               prepare=_import_llama_cpp,
-                              n_ctx=n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None)
+                              n_ctx=n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None,
+                              cache=cache, cache_context=self._cache_context)
         self.groups = Groups(settings.rubric_defaults, settings.isolation)
         self.arranged = Arranged({}, {})
+        self.case_totals: dict[tuple[str, str], int] = {}  # (group, variant) -> cases collected
         self.reference = ReferenceScores(settings, variants, config)
         self.cases: dict[str, CaseRecord] = {}  # nodeid -> final outcome
         self.fidelity: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
@@ -97,13 +107,31 @@ class QuantSession:
 
         return LlamaCppBackend().load(variant, llama_kwargs=llama_kwargs)
 
+    def _cache_context(self, variant: Variant) -> dict[str, Any]:
+        """What keys every answer of ``variant`` besides the request itself."""
+        impls = self.config.hook.pytest_quantgate_load_model.get_hookimpls()
+        return {"format": CACHE_FORMAT, "model_sha256": variant.sha256, "llama": dict(self.settings.llama),
+                "llama_cpp": llama_build(),
+                # a custom backend answers differently from llama-cpp-python: keyed apart
+                "backend": [f"{i.function.__module__}.{i.function.__qualname__}" for i in impls]}
+
     # -- collection ------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection, so verdicts match what runs
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
         self.arranged = arrange(config, items, self.selected, self.groups, self.judge)
-        if any(g.rubric.needs_probe for g in self.groups.by_key.values()):
+        rubrics = [g.rubric for g in self.groups.by_key.values()]
+        if any(r.needs_probe for r in rubrics):
             self.pool.probe_repeats = self.settings.probe_repeats
+        # Speed, memory and fidelity are measured live on every run: with such a gate every
+        # variant loads (and is probed) even when the cache answers all of its calls.
+        self.lazy = (self.cache is not None and self.cache.mode == "on"
+                     and self.settings.fidelity_corpus is None and not any(r.needs_live for r in rubrics))
+        self.case_totals = {}
+        for it in items:
+            group, variant = self.arranged.item_group.get(it.nodeid), variant_of(it)
+            if group is not None and variant is not None and not isinstance(it, RubricItem):
+                self.case_totals[(group, variant)] = self.case_totals.get((group, variant), 0) + 1
         self._check_baseline_comparable(list(self.arranged.last_case))
         if (self.settings.rubric_defaults.thresholds() and not self.groups.by_key
                 and any(variant_of(it) is not None for it in items)):
@@ -137,6 +165,23 @@ class QuantSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self.pool.current_test = item.nodeid
+        if self.decide_early and not isinstance(item, RubricItem):
+            why = self._decided(item)
+            if why is not None:  # reported at the test's own location, like a skip marker
+                raise pytest.skip.Exception(why, _use_item_location=True)
+
+    def _decided(self, item: pytest.Item) -> str | None:
+        """Why ``--quant-decide-early`` need not run this case: its (group, variant)'s verdict
+        is already a fail. Never on the reference, whose outcomes other verdicts compare with."""
+        variant, group = variant_of(item), self.arranged.item_group.get(item.nodeid)
+        if variant is None or group is None or variant == self.settings.reference:
+            return None
+        v = self.variants[variant]
+        refused = v.reason if isinstance(v, BrokenVariant) else self.pool.load_failure(variant)
+        if refused is not None:
+            return DECIDED_PREFIX + refused
+        return decided_early(self.groups.by_key[group].rubric, self._cases(group, variant),
+                             self.case_totals.get((group, variant), 0))
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
@@ -155,6 +200,9 @@ class QuantSession:
             return
         v = self.variants[variant]
         failure = self.pool.load_failure(variant)
+        if any(map(undecided, self._cases(group.key, variant))):
+            self.fidelity[(group.key, variant)] = (None, "not measured: the verdict was decided early")
+            return
         if not isinstance(v, Variant) or failure is not None or self.pool.resident != variant:
             self.fidelity[(group.key, variant)] = (None, failure or f"{variant} was not loaded")
             return
@@ -342,9 +390,13 @@ class QuantSession:
         for line in self.output_errors:
             terminalreporter.write_line(f"ERROR: {line}", red=True, bold=True)
 
-    def pytest_report_header(self, config: pytest.Config) -> str:
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
         names = ", ".join(self.selected)
-        return f"quantgate: {self.settings.config_path.name} ({self.settings.model}): {names}"
+        lines = [f"quantgate: {self.settings.config_path.name} ({self.settings.model}): {names}"]
+        cache = "off" if self.cache is None else f"{self.cache.root}" + (
+            " (refresh)" if self.cache.mode == "refresh" else "")
+        lines.append(f"quantgate: result cache {cache}" + ("; decide early" if self.decide_early else ""))
+        return lines
 
 
 SESSION_KEY = pytest.StashKey[QuantSession]()

@@ -40,6 +40,8 @@ class VariantRow:
     reasons: list[str]
     fidelity: dict[str, Any] | None = None  # over all groups, weighted by positions
     probe: dict[str, Any] | None = None  # the speed probe: median/min/max/spread per figure
+    live_calls: int = 0  # calls the model answered in this run
+    cached_calls: int = 0  # calls the result cache answered
 
     @property
     def size_mb(self) -> float:
@@ -141,6 +143,8 @@ def build_summary(
                 reasons=reasons,
                 fidelity=_pool_fidelity([g.fidelity for g in group_results.values()]),
                 probe=stats.get("probe"),
+                live_calls=int((stats.get("calls") or {}).get("calls", 0)),
+                cached_calls=int(stats.get("cached_calls", 0)),
             )
         )
     rows.sort(key=lambda r: (r.size_bytes, r.name))

@@ -35,6 +35,10 @@ class Project:
         self.ladder = ladder
         self.cache = cache
         self.path = pytester.path
+        # The pytest cache dir is shared by every test (hashes, reference distributions), so a
+        # result cache in it would answer one test's calls with another's: off unless a test
+        # turns it on (and then it lives in the project: results/).
+        self.result_cache = False
 
     def config(self, variants: list[str] | None = None, **extra: Any) -> Path:
         names = variants or ["F16", "Q8_0", "Q4_K_M", "Q2_K"]
@@ -49,7 +53,9 @@ class Project:
         return p
 
     def run(self, *args: str) -> pytest.RunResult:
-        return self.pytester.runpytest_subprocess("-p", "no:randomly", "-o", f"cache_dir={self.cache}", *args)
+        cache = f"--quant-cache={self.path / 'results'}" if self.result_cache else "--quant-cache=off"
+        return self.pytester.runpytest_subprocess("-p", "no:randomly", "-o", f"cache_dir={self.cache}",
+                                                  cache, *args)
 
     def run_report(self, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
         report = self.path / "quantgate.json"

@@ -185,6 +185,9 @@ class FakeProject:
         self.pytester = pytester
         self.ladder = ladder
         self.path = pytester.path
+        # The fake's answers follow fake.json, not the model file: a backend the result cache
+        # cannot see change, so it is off unless a test turns it on.
+        self.cache = False
         pytester.makeconftest(FAKE_CONFTEST)
 
     def config(self, variants: tuple[str, ...] | list[str] = ("F16", "Q8_0", "Q4_K_M", "Q2_K"), *,
@@ -217,7 +220,8 @@ class FakeProject:
         }))
 
     def args(self, *args: str) -> tuple[str, ...]:
-        return ("-p", "no:randomly", "-o", f"cache_dir={self.path / '.qgcache'}", *args)
+        cache = () if self.cache else ("--quant-cache=off",)
+        return ("-p", "no:randomly", "-o", f"cache_dir={self.path / '.qgcache'}", *cache, *args)
 
     def run(self, *args: str) -> pytest.RunResult:
         (self.path / "events.txt").unlink(missing_ok=True)
