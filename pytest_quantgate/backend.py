@@ -40,6 +40,7 @@ class Completion:
     finish_reason: str | None = None
     tokens: tuple[int, ...] = ()  # every token the call evaluated (prompt + reply), if known
     cached: bool = False  # served by the result cache: its timings are from the run that made it
+    prompt_text: str = ""  # the prompt as the model saw it (chat template applied), if known
 
 
 class LoadError(Exception):
@@ -107,9 +108,11 @@ class LlamaCppModel:
 
     def _completion(self, out: dict[str, Any], wall: float, perf: Any, text: str) -> Completion:
         usage = out.get("usage") or {}
+        tokens = tuple(int(t) for t in self._llm.input_ids[: self._llm.n_tokens])
+        prompt_tokens = int(usage.get("prompt_tokens", 0))
         return Completion(
             text=text,
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            prompt_tokens=prompt_tokens,
             completion_tokens=int(usage.get("completion_tokens", 0)),
             wall_seconds=wall,
             prompt_eval_tokens=int(perf.n_p_eval),
@@ -117,7 +120,10 @@ class LlamaCppModel:
             eval_tokens=int(perf.n_eval),
             eval_ms=float(perf.t_eval_ms),
             finish_reason=out["choices"][0].get("finish_reason"),
-            tokens=tuple(int(t) for t in self._llm.input_ids[: self._llm.n_tokens]),
+            tokens=tokens,
+            # the transcript shows what the model read: the chat template's markers included
+            prompt_text=self._llm.detokenize(list(tokens[:prompt_tokens]), special=True).decode(
+                "utf-8", errors="replace"),
         )
 
     def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,

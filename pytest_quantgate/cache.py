@@ -29,7 +29,7 @@ from .backend import Completion
 
 T = TypeVar("T")
 
-FORMAT = 1  # bump when the key's meaning or the entry layout changes: old entries then miss
+FORMAT = 2  # bump when the key's meaning or the entry layout changes: old entries then miss
 MODES = ("on", "refresh")  # refresh: recompute every call and overwrite its entry
 
 # llama-cpp-python's own defaults when a call does not pass a temperature
@@ -145,7 +145,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,), "prompt_tokens": (int,), "completion_tokens": (int,),
     "wall_seconds": (int, float), "prompt_eval_tokens": (int,), "prompt_eval_ms": (int, float),
     "eval_tokens": (int,), "eval_ms": (int, float), "finish_reason": (str, type(None)),
-    "tokens": (list,),
+    "tokens": (list,), "prompt_text": (str,),
 }
 
 

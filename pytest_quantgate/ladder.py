@@ -114,8 +114,9 @@ def rung_path(out: Path, prefix: str, type_name: str) -> Path:
 
 
 def build_ladder(source: Path, types: tuple[str, ...], out: Path, prefix: str | None = None,
-                 threads: int | None = None) -> list[Rung]:
-    """Quantize ``source`` to each type into ``out``; up-to-date files are kept.
+                 threads: int | None = None, progress: Callable[[str], None] | None = None) -> list[Rung]:
+    """Quantize ``source`` to each type into ``out``; up-to-date files are kept. ``progress``
+    hears one line before each quantization (each takes seconds to minutes).
 
     Lower rungs are made from an F16 base rather than the (possibly quantized) source, as
     llama.cpp recommends, so each rung is one quantization away from full precision.
@@ -145,7 +146,20 @@ def build_ladder(source: Path, types: tuple[str, ...], out: Path, prefix: str | 
     except OSError as exc:
         raise LadderError(f"--out: cannot create {out}: {exc.strerror}") from exc
 
+    todo = [t for t in types if t.upper() != BASE_TYPE and not (
+        fresh(rung_path(out, prefix, t)) and fresh(base)
+        and rung_path(out, prefix, t).stat().st_mtime >= base.stat().st_mtime)]
+    steps = len(todo) + (0 if fresh(base) else 1)
+    step = 0
+
+    def announce(what: str) -> None:
+        nonlocal step
+        step += 1
+        if progress is not None:
+            progress(f"[{step}/{steps}] {what}")
+
     if not fresh(base) and (BASE_TYPE in types or any(t != BASE_TYPE for t in types)):
+        announce(f"{BASE_TYPE}: converting {source.name} to the F16 base {base.name}")
         t0 = time.perf_counter()
         quantize(source, base, BASE_TYPE, threads)
         base_seconds = time.perf_counter() - t0
@@ -160,6 +174,7 @@ def build_ladder(source: Path, types: tuple[str, ...], out: Path, prefix: str | 
         if fresh(dst) and dst.stat().st_mtime >= base.stat().st_mtime:
             rungs.append(Rung(t, dst, dst.stat().st_size, 0.0, False))
             continue
+        announce(f"{t}: quantizing {base.name} to {dst.name}")
         t0 = time.perf_counter()
         quantize(base, dst, t, threads)
         rungs.append(Rung(t, dst, dst.stat().st_size, time.perf_counter() - t0, True))

@@ -50,8 +50,10 @@ class QuantModel:
         measured: Callable[[LoadedModel, Callable[[], Any]], Any],
         n_ctx: int | None = None,
         cache: CallCache | None = None,
+        transcript: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.variant = variant
+        self._transcript = transcript  # receives each call's transcript, for the test's record
         self._acquire = acquire  # the loaded model, loading it on first use (raises LoadError)
         self._cache = cache
         self._max_tokens = int(generation.get("max_tokens", 64))
@@ -142,13 +144,22 @@ class QuantModel:
             hit = self._cache.cache.get(key, completion_from_dict)
             if hit is not None:
                 self._cache.on_hit(hit)
+                self._record(op, request, hit)
                 self.last = hit
                 return hit.text
         c = self._live(call)
         if self._cache is not None and key is not None:
             self._cache.cache.put(key, completion_to_dict(c))
+        self._record(op, request, c)
         self.last = c
         return c.text
+
+    def _record(self, op: str, request: dict[str, Any], c: Completion) -> None:
+        if self._transcript is None:
+            return
+        prompt = c.prompt_text or (request["prompt"] if op == "complete" else "\n".join(
+            f"{m['role']}: {m['content']}" for m in request["messages"]))  # a backend without tokens
+        self._transcript(transcript(op, prompt, c.text, c))
 
     def _live(self, call: Callable[[LoadedModel], T]) -> T:
         __tracebackhide__ = True
@@ -228,6 +239,7 @@ class QuantModel:
             hit = self._cache.cache.get(key, _SCORE_SHAPES[fn])
             if hit is not None:
                 self._cache.on_hit(None)
+                self._record_score(fn, request, hit, cached=True)
                 return hit
         scorer = self._scorer()
         try:
@@ -237,11 +249,46 @@ class QuantModel:
         else:
             if self._cache is not None and key is not None:
                 self._cache.cache.put(key, json.loads(json.dumps(result)))  # tuples as lists
+            self._record_score(fn, request, result, cached=False)
             return result
         _misuse(f"{fn}: {problem}")
 
+    def _record_score(self, fn: str, request: dict[str, Any], result: Any, *, cached: bool) -> None:
+        """A scoring call's transcript: what was scored and the score, in words."""
+        if self._transcript is None:
+            return
+        if fn == "logprob":
+            prompt, reply = request["prompt"], f"log p({request['continuation']!r}) = {float(result[0]):.4f}"
+        elif fn == "choose":
+            prompt = request["prompt"]
+            reply = f"chose {request['options'][int(result[0])]!r} of " + ", ".join(
+                f"{o!r} ({float(s):.3f})" for o, s in zip(request["options"], result[1], strict=False))
+        else:
+            prompt = request["text"]
+            reply = f"perplexity {float(result['perplexity']):.3f} over {result['tokens_scored']} tokens"
+        self._transcript(transcript(fn, prompt, reply, None, cached=cached))
+
     def __repr__(self) -> str:
         return f"<QuantModel {self.variant.name} {self.variant.path.name}>"
+
+
+TRANSCRIPT_CHARS = 4000  # per prompt or reply: a long document prompt must not swell the report
+
+
+def transcript(op: str, prompt: str, reply: str, c: Completion | None, *, cached: bool = False) -> dict[str, Any]:
+    """One call as the report shows it: what the model read, what it answered, what it cost."""
+    return {"op": op, "prompt": _clip(prompt), "reply": _clip(reply),
+            "prompt_tokens": c.prompt_tokens if c else 0,
+            "completion_tokens": c.completion_tokens if c else 0,
+            "wall_seconds": c.wall_seconds if c else 0.0,
+            "finish_reason": c.finish_reason if c else None,
+            "cached": c.cached if c else cached}
+
+
+def _clip(text: str) -> str:
+    if len(text) <= TRANSCRIPT_CHARS:
+        return text
+    return text[:TRANSCRIPT_CHARS] + f" ... [{len(text) - TRANSCRIPT_CHARS} more characters]"
 
 
 def _number(x: Any) -> bool:

@@ -20,6 +20,7 @@ from .baseline import (
 from .config import Settings
 from .records import CaseRecord
 from .render import render_markdown
+from .atomic import write_text
 from .report import write_report
 from .summary import Summary
 
@@ -55,7 +56,8 @@ def baseline_step(summary: Summary, cases: list[CaseRecord], settings: Settings,
 
 
 def write_outputs(summary: Summary, settings: Settings, step: BaselineStep, *,
-                  baseline_path: Path | None, report_path: Path | None) -> list[str]:
+                  baseline_path: Path | None, report_path: Path | None,
+                  markdown_path: Path | None = None) -> list[str]:
     """Write the baseline, the JSON report and the step summary; one line per failure."""
     errors: list[str] = []
 
@@ -73,9 +75,11 @@ def write_outputs(summary: Summary, settings: Settings, step: BaselineStep, *,
             summary.baseline_note = f"baseline NOT written: {baseline_path}"
     if report_path is not None:
         attempt("--quant-report", report_path, lambda p: write_report(p, summary, settings))
+    markdown = render_markdown(summary)
+    if markdown_path is not None:
+        attempt("--quant-markdown", markdown_path, lambda p: write_text(p, markdown))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary and summary.rows:
-        markdown = render_markdown(summary)
 
         def append(p: Path) -> None:
             with open(p, "a", encoding="utf-8") as fh:

@@ -52,6 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "variant passes (default: all)")
     group.addoption("--quant-report", metavar="PATH", default=None,
                     help="write the summary and per-case results as JSON to PATH")
+    group.addoption("--quant-markdown", metavar="PATH", default=None,
+                    help="write the summary and each variant's flipped cases as Markdown to PATH "
+                         "(under GitHub's 65,536-character comment limit: post it on the pull request)")
     group.addoption("--quant-isolation", metavar="none|process", type=_isolation, default=None,
                     help="process: load each variant in a worker process, so a llama.cpp crash "
                          "fails that variant only (default: isolation: in quantgate.yaml, else none)")
@@ -136,11 +139,13 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
               **{s.path.resolve(): f"variant {s.name}'s model file" for s in settings.variants}}
     if settings.fidelity_corpus is not None:
         inputs[settings.fidelity_corpus.resolve()] = "the fidelity corpus"
-    if report:
-        report_inputs = dict(inputs)
-        if baseline_path is not None:
-            report_inputs[baseline_path] = "the baseline"
-        _check_output("--quant-report", report, report_inputs)
+    outputs = {"--quant-report": report, "--quant-markdown": config.getoption("quant_markdown")}
+    report_inputs = dict(inputs)
+    if baseline_path is not None:
+        report_inputs[baseline_path] = "the baseline"
+    for flag_name, value in outputs.items():
+        if value:
+            _check_output(flag_name, value, report_inputs)
     if update and baseline_path is not None:
         _check_output("--quant-baseline" if flag else "baseline", str(baseline_path), inputs)
     baseline = None
@@ -155,8 +160,13 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
                         Path(report).resolve() if report else None,
                         baseline_path=baseline_path, baseline=baseline, update_baseline=update,
                         cache=_result_cache(config, settings),
+                        markdown_path=_path(outputs["--quant-markdown"]),
                         decide_early=(bool(config.getoption("quant_decide_early")) or settings.decide_early)
                         and not update)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).resolve() if value else None
 
 
 def _result_cache(config: pytest.Config, settings: Settings) -> ResultCache | None:

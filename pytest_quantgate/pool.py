@@ -52,6 +52,7 @@ class ModelPool:
         self._seed = seed
         self._n_ctx = n_ctx  # so the model can refuse a max_tokens the context cannot hold
         self.probe_repeats = 0  # set by the session when a speed gate needs calibrated figures
+        self.progress: Callable[[str, bool], None] | None = None  # (text, line done): a load's news
         self._proc = psutil.Process()
         self._model: QuantModel | None = None  # the current variant's model, loaded or not yet
         self._loaded: LoadedModel | None = None  # its placement, once loaded
@@ -61,6 +62,7 @@ class ModelPool:
         self.test_totals: dict[str, CallTotals] = {}
         self.test_tokens: dict[str, list[tuple[int, ...]]] = {}  # nodeid -> each call's tokens
         self.test_prompts: dict[str, list[tuple[int, ...]]] = {}  # nodeid -> each call's prompt
+        self.test_calls: dict[str, list[dict[str, Any]]] = {}  # nodeid -> each call's transcript
 
     def load_failure(self, name: str) -> str | None:
         """Why ``name`` could not be loaded (or died), if it could not."""
@@ -86,7 +88,7 @@ class ModelPool:
             self._model = QuantModel(
                 variant, lambda: self.acquire(variant), self._generation, self._seed,
                 lambda loaded, call: self._measured(variant.name, loaded, call),
-                n_ctx=self._n_ctx, cache=cache)
+                n_ctx=self._n_ctx, cache=cache, transcript=self._transcript)
         if not lazy:
             self.acquire(variant)
         return self._model
@@ -108,10 +110,14 @@ class ModelPool:
         stats = self.stats.setdefault(variant.name, VariantStats(variant.name))
         _settle_memory()  # so the baseline does not include what the previous variant freed
         stats.rss_before = self._proc.memory_info().rss
+        self._say(f"quantgate: loading {variant.name} ({variant.path.name}, {variant.size_mb:.1f} MB) ... ")
         t0 = time.perf_counter()
         try:
             loaded = self._load(variant)
-        except Exception as exc:  # the backend's own message, once, for every test of the variant
+        except BaseException as exc:  # the backend's own message, once, for every test of the variant
+            self._say("not loaded", done=True)
+            if not isinstance(exc, Exception):
+                raise  # a skip from a load hook, Ctrl-C
             msg = f"could not load {variant.name} ({variant.path.name}): {type(exc).__name__}: {exc}"
             self._failed[variant.name] = msg
             raise LoadError(msg) from exc
@@ -133,13 +139,23 @@ class ModelPool:
             stats.model_bytes = stats.model_level = max(0, stats.rss_after_load - stats.rss_before)
             stats.last_rss = stats.rss_after_load
         if self.probe_repeats:
+            self._say(f"{stats.load_seconds:.2f} s; speed probe ... ")
             try:
                 stats.probe = self._probe(variant.name, loaded)
             except ModelCrashed as exc:
+                self._say("crashed", done=True)
                 self._failed[variant.name] = str(exc)
                 self.release()
                 raise LoadError(str(exc)) from None
+            speed = stats.probe.tokens_per_second
+            self._say(f"{speed.median:.1f} tok/s" if speed else "done", done=True)
+        else:
+            self._say(f"{stats.load_seconds:.2f} s", done=True)
         return loaded
+
+    def _say(self, text: str, done: bool = False) -> None:
+        if self.progress is not None:
+            self.progress(text, done)
 
     def _probe(self, name: str, loaded: LoadedModel) -> Probe:
         """The speed probe: one warm-up, then ``probe_repeats`` timed runs of a fixed workload.
@@ -156,6 +172,10 @@ class ModelPool:
             PROBE_PROMPT, max_tokens=PROBE_MAX_TOKENS, stop=None, params=params), record=False)
             for _ in range(self.probe_repeats + 1)]
         return Probe.of(calls[1:])
+
+    def _transcript(self, entry: dict[str, Any]) -> None:
+        if self.current_test is not None:
+            self.test_calls.setdefault(self.current_test, []).append(entry)
 
     def _cached(self, name: str, c: Completion | None) -> None:
         """A call the result cache answered: its tokens serve fidelity like a live call's, but

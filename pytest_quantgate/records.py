@@ -17,6 +17,11 @@ class CaseRecord:
     group: str | None
     outcome: str  # one of OUTCOMES
     message: str = ""  # the miss's assertion, the failure's last line, the skip's reason
+    calls: tuple[dict[str, Any], ...] = ()  # each model call's transcript (model.transcript)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "key": case_key(self.nodeid, self.variant), "group": self.group,
+                "outcome": self.outcome, "message": self.message, "calls": list(self.calls)}
 
 
 @dataclass

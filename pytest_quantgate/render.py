@@ -50,6 +50,7 @@ def render_lines(summary: Summary) -> list[str]:
     widths = _widths(table)
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines += _comparison_lines(summary)
+    lines += _flip_lines(summary)
     cache = _cache_line(summary)
     if cache:
         lines.append(cache)
@@ -97,6 +98,27 @@ def _comparison_lines(summary: Summary) -> list[str]:
     return out
 
 
+def _names(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(case_label(k) for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _flip_lines(summary: Summary) -> list[str]:
+    """Cases whose pass/fail differs from the reference's, counts first (-rx has each miss)."""
+    out: list[str] = []
+    for r in summary.rows:
+        for g, gr in r.groups.items():
+            against = [f for f in gr.flips if f["against"] == "reference"]
+            if not against:
+                continue
+            lost = [f["key"] for f in against if f["was"] == "passed"]
+            gained = [f["key"] for f in against if f["now"] == "passed"]
+            parts = ([f"{len(lost)} lost ({_names(lost)})"] if lost else []) + (
+                [f"{len(gained)} gained ({_names(gained)})"] if gained else [])
+            out.append(f"{r.name} {summary.label(g)} flipped vs {summary.reference}: " + "; ".join(parts))
+    return out
+
+
 def _cache_line(summary: Summary) -> str | None:
     """How many calls the result cache answered, per variant; which variants never loaded."""
     if not any(r.cached_calls for r in summary.rows):
@@ -114,8 +136,86 @@ def _widths(table: list[list[str]]) -> list[int]:
     return [max(len(row[i]) for row in table) if i < n - 1 else 0 for i in range(n)]
 
 
-def render_markdown(summary: Summary) -> str:
-    """The same table for ``$GITHUB_STEP_SUMMARY``."""
+COMMENT_LIMIT = 65_536  # characters in a GitHub pull-request comment
+
+
+def render_markdown(summary: Summary, limit: int = COMMENT_LIMIT) -> str:
+    """The table, then each (variant, group)'s flipped cases in a collapsible section with both
+    answers side by side: what a pull-request comment or ``$GITHUB_STEP_SUMMARY`` shows. Kept
+    under ``limit`` characters by leaving out the rows that do not fit, with a note saying so."""
+    out = [_markdown_table(summary)]
+    note = ("\n_{n} more flipped case(s) not shown: the comment would pass GitHub's 65,536-character "
+            "limit; the JSON or HTML report has every case._\n")
+    room = limit - len(out[0]) - len(note) - 16
+    sections = _flip_sections(summary)
+    left = sum(len(rows) for _, rows in sections)
+    for head, rows in sections:
+        closing = "\n\n</details>\n"
+        if len(head) + len(closing) + (len(rows[0]) if rows else 0) > room:
+            break
+        shown: list[str] = []
+        used = len(head) + len(closing)
+        for row in rows:
+            if used + len(row) > room:
+                break
+            shown.append(row)
+            used += len(row)
+        block = head + "".join(shown) + closing
+        out.append(block)
+        room -= len(block)
+        left -= len(shown)
+        if len(shown) < len(rows):
+            break
+    if left:
+        out.append(note.format(n=left))
+    return "".join(out)
+
+
+def _cell(text: str, limit: int = 280) -> str:
+    """Markdown-table safe: one line, pipes escaped, HTML-ish text shown as text."""
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    return (flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|").replace("`", "'")) or " "
+
+
+def _answer_of(row: VariantRow | None, key: str) -> str:
+    if row is None:
+        return ""
+    case = next((c for c in row.cases if c.get("key") == key), None)
+    if case is None:
+        return ""
+    return " ⏎ ".join(str(call.get("reply", "")) for call in case.get("calls", [])) or case.get("message", "")
+
+
+def _flip_sections(summary: Summary) -> list[tuple[str, list[str]]]:
+    """(the section's opening, one table row per flipped case) per (variant, group)."""
+    ref = next((r for r in summary.rows if r.name == summary.reference), None)
+    out: list[tuple[str, list[str]]] = []
+    for r in summary.rows:
+        for g, gr in r.groups.items():
+            if not gr.flips:
+                continue
+            n_ref = sum(f["against"] == "reference" for f in gr.flips)
+            n_base = len(gr.flips) - n_ref
+            counts = ", ".join(p for p in (f"{n_ref} vs {summary.reference}" if n_ref else "",
+                                           f"{n_base} vs baseline" if n_base else "") if p)
+            head = (f"\n<details><summary><b>{_cell(r.name)}</b> <code>{_cell(summary.label(g))}</code>: "
+                    f"{len(gr.flips)} flipped ({counts})</summary>\n\n"
+                    f"| case | vs | was | now | {_cell(r.name)} answered | "
+                    f"{_cell(str(summary.reference))} answered |\n|---|---|---|---|---|---|")
+            rows = []
+            for f in gr.flips:
+                vs = summary.reference if f["against"] == "reference" else "baseline"
+                rows.append(f"\n| `{_cell(case_label(f['key']))}` | {_cell(str(vs))} | {f['was']} | {f['now']} | "
+                            f"{_cell(_answer_of(r, f['key']))} | {_cell(_answer_of(ref, f['key']))} |")
+            out.append((head, rows))
+    return out
+
+
+def _markdown_table(summary: Summary) -> str:
+    """The same table as the terminal's, for Markdown."""
     header = ["variant", "disk MB", "mem MB", "load s", "gen tok/s"]
     header += [f"`{summary.label(g)}`" for g in summary.groups] + ["verdict"]
     out = ["### quantgate", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -8,6 +8,7 @@ Data flows one way: configuration and variants (``plugin``) -> collection (``col
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class QuantSession:
         update_baseline: bool = False,
         cache: ResultCache | None = None,
         decide_early: bool = False,
+        markdown_path: Path | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -56,6 +58,7 @@ class QuantSession:
         self.selected = selected  # names in run order
         self.gate = gate
         self.report_path = report_path
+        self.markdown_path = markdown_path
         self.baseline_path = baseline_path
         self.baseline = baseline  # the one compared against; None when absent or being rewritten
         self.update_baseline = update_baseline
@@ -68,6 +71,7 @@ class QuantSession:
                               prepare=_import_llama_cpp,
                               n_ctx=n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None,
                               cache=cache, cache_context=self._cache_context)
+        self.pool.progress = self._progress
         self.groups = Groups(settings.rubric_defaults, settings.isolation)
         self.arranged = Arranged({}, {})
         self.case_totals: dict[tuple[str, str], int] = {}  # (group, variant) -> cases collected
@@ -114,6 +118,20 @@ class QuantSession:
                 "llama_cpp": llama_build(),
                 # a custom backend answers differently from llama-cpp-python: keyed apart
                 "backend": [f"{i.function.__module__}.{i.function.__qualname__}" for i in impls]}
+
+    def _progress(self, text: str, done: bool) -> None:
+        """A model load, on its own line: loads take seconds on real models and the dots
+        would otherwise stall. Nothing with -q, nothing from xdist workers (no terminal)."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None or self.config.get_verbosity() < 0 or hasattr(self.config, "workerinput"):
+            return
+        if not done:
+            if text.startswith("quantgate: "):
+                tr.ensure_newline()
+            tr.write(text, flush=True)
+            return
+        tr.write_line(text)
+        tr.currentfspath = -2  # pytest's own way to re-print the file name before the next dot
 
     # -- collection ------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection, so verdicts match what runs
@@ -224,8 +242,13 @@ class QuantSession:
         if variant is not None and call.when == "teardown" and variant in self.pool.stats:
             item.user_properties.append((VARIANT_PROP, self.pool.stats[variant].to_dict()))
         outcome = yield
+        report = outcome.get_result()
         if group is not None and self.groups.by_key[group].rubric.counts_misses:
-            mark_miss(call, outcome.get_result())
+            mark_miss(call, report)
+        if variant is not None and call.when == "call" and not isinstance(item, RubricItem):
+            # an attribute, not a user property: it travels to an xdist controller with the
+            # report but stays out of JUnit XML, which would print every transcript
+            report.quantgate_calls = self.pool.test_calls.get(item.nodeid, [])
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -257,8 +280,14 @@ class QuantSession:
             if report.failed and not (is_verdict(report) and report.when == "call"):
                 self.other_failures += 1
             return
-        record = case_record(report, case, self.cases.get(report.nodeid))
+        previous = self.cases.get(report.nodeid)
+        record = case_record(report, case, previous)
         if record is not None:
+            calls = getattr(report, "quantgate_calls", None)
+            if isinstance(calls, list):
+                record = dataclasses.replace(record, calls=tuple(calls))
+            elif previous is not None:  # a teardown error keeps the calls the test made
+                record = dataclasses.replace(record, calls=previous.calls)
             self.cases[report.nodeid] = record
 
     # -- judging ----------------------------------------------------------------------------
@@ -336,7 +365,8 @@ class QuantSession:
             )
             info[name] = d
         return build_summary(variants=info, cases=list(self.cases.values()), verdicts=self.verdicts,
-                             gate=self.gate, incomplete=incomplete, environment=environment(self.settings))
+                             gate=self.gate, incomplete=incomplete, environment=environment(self.settings),
+                             reference=self.settings.reference)
 
     def _narrowed(self) -> bool:
         """The run saw part of the suite on purpose (-k, -m, --deselect, --lf, node ids)."""
@@ -369,7 +399,7 @@ class QuantSession:
         summary.baseline_note, summary.baseline_changes = step.note, step.changes
         self.config.hook.pytest_quantgate_summary(config=self.config, summary=summary)
         self.output_errors = write_outputs(summary, self.settings, step, baseline_path=self.baseline_path,
-                                           report_path=self.report_path)
+                                           report_path=self.report_path, markdown_path=self.markdown_path)
         if self.output_errors and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a lost output must not look green
         if (

@@ -96,6 +96,7 @@ class GroupComparison:
     common: int = 0
     baseline_accuracy: float | None = None  # on the common cases
     accuracy: float | None = None
+    was: dict[str, str] = field(default_factory=dict)  # the baseline's outcome of each flipped case
 
     @property
     def drop(self) -> float:
@@ -108,7 +109,7 @@ class GroupComparison:
             "regressions": self.regressions, "fixes": self.fixes, "added": self.added,
             "removed": self.removed, "common": self.common,
             "baseline_accuracy": self.baseline_accuracy, "accuracy": self.accuracy,
-            "drop": self.drop,
+            "drop": self.drop, "was": self.was,
         }
 
 
@@ -128,6 +129,8 @@ def compare_group(baseline_cases: dict[str, str], now: dict[str, str]) -> GroupC
             cmp.regressions.append(k)
         elif now_ok and not was:
             cmp.fixes.append(k)
+        if was != now_ok:
+            cmp.was[k] = before[k]
     if common:
         cmp.baseline_accuracy = sum(before[k] == "passed" for k in common) / len(common)
         cmp.accuracy = sum(after[k] == "passed" for k in common) / len(common)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .constants import MB
-from .records import CaseRecord, Verdict, no_evidence
+from .records import CaseRecord, Verdict, case_key, no_evidence
 
 
 @dataclass
@@ -19,6 +19,9 @@ class GroupResult(Verdict):
     """A verdict as the summary shows it: with every case's outcome (node id -> outcome)."""
 
     case_outcomes: dict[str, str] = field(default_factory=dict)
+    # cases whose pass/fail differs from the reference's (this run) or the baseline's:
+    # {"key", "against": "reference" | "baseline", "was", "now"}
+    flips: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class VariantRow:
     probe: dict[str, Any] | None = None  # the speed probe: median/min/max/spread per figure
     live_calls: int = 0  # calls the model answered in this run
     cached_calls: int = 0  # calls the result cache answered
+    cases: list[dict[str, Any]] = field(default_factory=list)  # CaseRecord.to_dict(), transcripts included
 
     @property
     def size_mb(self) -> float:
@@ -60,6 +64,7 @@ class Summary:
     baseline_note: str | None = None  # "baseline: llama-cpp-python 0.3.35 -> 0.3.36; ..."
     baseline_changes: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # group key -> shortest unambiguous name
+    reference: str | None = None  # the reference variant, what flipped cases are compared with
 
     def label(self, group: str) -> str:
         return self.labels.get(group) or group_labels([group])[group]
@@ -95,6 +100,7 @@ def build_summary(
     gate: str,
     incomplete: bool = False,
     environment: dict[str, Any] | None = None,
+    reference: str | None = None,
 ) -> Summary:
     names = [n for n in variants if any(c.variant == n for c in cases) or any(v == n for _, v in verdicts)]
     groups: list[str] = []
@@ -113,8 +119,10 @@ def build_summary(
             if v is None:
                 continue
             in_group = [c for c in mine if c.group == g]
+            theirs = [c for c in cases if c.variant == reference and c.group == g] if name != reference else []
             group_results[g] = GroupResult(**v.to_dict(),
-                                           case_outcomes={c.nodeid: c.outcome for c in in_group})
+                                           case_outcomes={c.nodeid: c.outcome for c in in_group},
+                                           flips=flips(in_group, theirs, v.baseline))
         reasons: list[str] = []
         for g, gr in group_results.items():
             reasons.extend(f"{labels[g]}: {r}" for r in gr.reasons)
@@ -145,6 +153,7 @@ def build_summary(
                 probe=stats.get("probe"),
                 live_calls=int((stats.get("calls") or {}).get("calls", 0)),
                 cached_calls=int(stats.get("cached_calls", 0)),
+                cases=[c.to_dict() for c in mine],
             )
         )
     rows.sort(key=lambda r: (r.size_bytes, r.name))
@@ -166,7 +175,22 @@ def build_summary(
         incomplete=incomplete,
         environment=environment or {},
         labels=labels,
+        reference=reference,
     )
+
+
+def flips(cases: list[CaseRecord], reference: list[CaseRecord],
+          baseline: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The group's cases whose pass/fail differs from the reference variant's in this run and
+    from the baseline's (skipped cases are not compared), reference first, in case order."""
+    ran = {case_key(c.nodeid, c.variant): c.outcome for c in cases if c.outcome != "skipped"}
+    ref = {case_key(c.nodeid, c.variant): c.outcome for c in reference if c.outcome != "skipped"}
+    out = [{"key": k, "against": "reference", "was": ref[k], "now": o}
+           for k, o in ran.items() if k in ref and (ref[k] == "passed") != (o == "passed")]
+    was = (baseline or {}).get("was") or {}
+    out += [{"key": k, "against": "baseline", "was": str(was[k]), "now": o}
+            for k, o in ran.items() if k in was]
+    return out
 
 
 def _pool_fidelity(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:

@@ -343,7 +343,7 @@ def test_a_stopped_worker_times_out_and_the_run_goes_on(project: Project) -> Non
         @pytest.mark.parametrize("n", [1, 2])
         def test_talk(quant_model, n):
             if quant_model.name == "Q2_K" and n == 1:
-                os.kill(quant_model._loaded._proc.pid, signal.SIGSTOP)  # a wedged worker
+                os.kill(quant_model._loaded()._proc.pid, signal.SIGSTOP)  # a wedged worker
             assert quant_model.generate("1, 2, 3,", max_tokens=2)
     """))
     result, report = project.run_report()
