@@ -1,15 +1,20 @@
-"""The ``quantgate`` command: ``ladder`` builds quant variants, ``inspect`` describes GGUFs."""
+"""The ``quantgate`` command: ``ladder`` builds quant variants, ``inspect`` describes GGUFs,
+``merge`` combines the JSON reports of separate jobs into one summary and one exit code."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from .atomic import write_text
 from .gguf_info import GGUFError, read_info
 from .ladder import DEFAULT_TYPES, LadderError, build_ladder, resolve_source
 from .constants import MB
+from .merge import MergeError, merge
+from .render import render_lines, render_markdown
+from .report import write_document
 
 
 def _types(value: str) -> tuple[str, ...]:
@@ -41,9 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     lad.add_argument("--threads", type=_threads, default=None, help="quantizer threads (default: all cores)")
     ins = sub.add_parser("inspect", help="print architecture, file type, size, bits/weight, params")
     ins.add_argument("paths", nargs="+", type=Path, help="GGUF files or directories")
+    mer = sub.add_parser("merge", help="combine --quant-report files of separate jobs (e.g. one variant "
+                                       "per CI job) into one summary; exit 0 when the gate passes, 1 "
+                                       "when it fails, 2 when the reports cannot be merged")
+    mer.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json", help="reports to merge")
+    mer.add_argument("--out", type=Path, default=None, help="write the merged report (JSON) here")
+    mer.add_argument("--markdown", type=Path, default=None,
+                     help="write the summary as Markdown here, e.g. \"$GITHUB_STEP_SUMMARY\"")
     args = parser.parse_args(argv)
     if args.command == "ladder":
         return _ladder(args)
+    if args.command == "merge":
+        return _merge(args)
     return _inspect(args.paths)
 
 
@@ -63,6 +77,34 @@ def _ladder(args: argparse.Namespace) -> int:
         how = f"built in {r.seconds:.1f} s" if r.built else "up to date"
         print(f"{r.type:<8} {r.size_bytes / MB:8.1f} MB  {r.path}  ({how})", flush=True)
     return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    def fail(message: str) -> int:
+        print(f"quantgate merge: error: {message}", file=sys.stderr)
+        return 2
+
+    inputs = {p.resolve() for p in args.reports}
+    for flag, path in (("--out", args.out), ("--markdown", args.markdown)):
+        if path is not None and path.resolve() in inputs:
+            return fail(f"{flag}: {path} is one of the reports being merged")
+    try:
+        merged = merge(args.reports)
+    except MergeError as exc:
+        return fail(str(exc))
+    for line in render_lines(merged.summary):
+        print(line)
+    writes: list[tuple[str, Path | None, Callable[[Path], None]]] = [
+        ("--out", args.out, lambda p: write_document(p, merged.document)),
+        ("--markdown", args.markdown, lambda p: write_text(p, render_markdown(merged.summary)))]
+    for flag, path, write in writes:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as exc:  # a lost output must not look like a verdict: exit 2, not 0 or 1
+            return fail(f"{flag}: cannot write {path}: {exc.strerror or exc}")
+    return 0 if merged.passed else 1
 
 
 def _inspect(paths: list[Path]) -> int:
