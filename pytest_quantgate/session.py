@@ -75,6 +75,7 @@ class QuantSession:
         self.groups = Groups(settings.rubric_defaults, settings.isolation)
         self.arranged = Arranged({}, {})
         self.case_totals: dict[tuple[str, str], int] = {}  # (group, variant) -> cases collected
+        self.position: dict[str, int] = {}  # nodeid -> index in session.items
         self.reference = ReferenceScores(settings, variants, config)
         self.cases: dict[str, CaseRecord] = {}  # nodeid -> final outcome
         self.fidelity: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
@@ -146,6 +147,7 @@ class QuantSession:
         self.lazy = (self.cache is not None and self.cache.mode == "on"
                      and self.settings.fidelity_corpus is None and not any(r.needs_live for r in rubrics))
         self.case_totals = {}
+        self.position = {it.nodeid: i for i, it in enumerate(items)}
         for it in items:
             group, variant = self.arranged.item_group.get(it.nodeid), variant_of(it)
             if group is not None and variant is not None and not isinstance(it, RubricItem):
@@ -184,9 +186,49 @@ class QuantSession:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self.pool.current_test = item.nodeid
         if self.decide_early and not isinstance(item, RubricItem):
+            self._misses_first(item)
             why = self._decided(item)
             if why is not None:  # reported at the test's own location, like a skip marker
                 raise pytest.skip.Exception(why, _use_item_location=True)
+
+    def _misses_first(self, item: pytest.Item) -> None:
+        """At the first case of a run of cases sharing a parent and a variant, move the cases
+        that missed on the variants already run (the bigger rungs) to the front of the run, so
+        a failing group is decided after a few cases instead of near the end. The order of
+        cases never changes a verdict; only cases after the running one move, within one
+        parent, so pytest's fixture setup and teardown see the same structure. Not under
+        xdist, whose workers run items by index."""
+        items = item.session.items
+        i = self.position.get(item.nodeid)
+        variant = variant_of(item)
+        if (i is None or variant is None or hasattr(self.config, "workerinput")
+                or self.config.getoption("dist", "no") != "no" or i >= len(items) or items[i] is not item):
+            return
+
+        def same_run(other: pytest.Item) -> bool:
+            return (other.parent is item.parent and variant_of(other) == variant
+                    and not isinstance(other, RubricItem))
+
+        if i > 0 and same_run(items[i - 1]):
+            return  # not the run's first case: the run was ordered when it began
+        end = i + 1
+        while end < len(items) and same_run(items[end]):
+            end += 1
+        missed: dict[str, int] = {}
+        for c in self.cases.values():
+            if c.variant != variant and c.outcome not in ("passed", "skipped"):
+                key = case_key(c.nodeid, c.variant)
+                missed[key] = missed.get(key, 0) + 1
+        tail = sorted(items[i + 1:end], key=lambda it: -missed.get(case_key(it.nodeid, variant), 0))
+        items[i + 1:end] = tail
+        for k in range(i + 1, end):
+            self.position[items[k].nodeid] = k
+        for group in {self.arranged.item_group.get(it.nodeid) for it in tail} - {None}:
+            last = max((it for it in items[i:end] if self.arranged.item_group.get(it.nodeid) == group),
+                       key=lambda it: self.position[it.nodeid])
+            pair = (str(group), variant)
+            if self.position[last.nodeid] > self.position.get(self.arranged.last_case.get(pair, ""), -1):
+                self.arranged.last_case[pair] = last.nodeid
 
     def _decided(self, item: pytest.Item) -> str | None:
         """Why ``--quant-decide-early`` need not run this case: its (group, variant)'s verdict

@@ -45,12 +45,14 @@ def test_a_decided_variant_skips_its_remaining_cases_with_the_same_verdict(fake:
     assert verdicts(full_report) == verdicts(early_report)
     assert verdicts(early_report) == {"F16": (False, "accuracy"), "Q8_0": (True, None),
                                       "Q2_K": (False, "accuracy")}
-    early.stdout.fnmatch_lines(["SKIPPED [[]7[]] *: verdict decided: 3 misses > 2 allowed"])
-    assert [e for e in fake.events() if e == ("call", "Q2_K")] == [("call", "Q2_K")] * 3
+    # the cases F16 and Q8_0 missed run first on Q2_K (w3 missed twice, then w1, w2, w4, w9):
+    # w0 (the first, fixed) misses, w3 passes, w1 and w2 miss: decided after 4 cases
+    early.stdout.fnmatch_lines(["SKIPPED [[]6[]] *: verdict decided: 3 misses > 2 allowed"])
+    assert [e for e in fake.events() if e == ("call", "Q2_K")] == [("call", "Q2_K")] * 4
     q2 = next(r for r in early_report["variants"] if r["name"] == "Q2_K")["groups"]["test_qa.py"]
-    assert (q2["undecided"], q2["cases"], q2["passed_cases"], q2["misses"]) == (7, 10, 7, 3)
+    assert (q2["undecided"], q2["cases"], q2["passed_cases"], q2["misses"]) == (6, 10, 7, 3)
     assert q2["accuracy"] == pytest.approx(0.7) and q2["accuracy_ci"] is None
-    assert q2["reasons"] == ["accuracy <= 0.70 < 0.80 (at best 7/10 cases; 7 not run, verdict decided early)"]
+    assert q2["reasons"] == ["accuracy <= 0.70 < 0.80 (at best 7/10 cases; 6 not run, verdict decided early)"]
     early.stdout.fnmatch_lines(["Q2_K *<= 0.70 FAIL*"])
     f16 = next(r for r in early_report["variants"] if r["name"] == "F16")["groups"]["test_qa.py"]
     assert f16["undecided"] == 0 and f16["cases"] == 10  # the reference runs every case
@@ -113,3 +115,19 @@ def test_decided_early_counts_what_is_left() -> None:
     # a user's skip shrinks the group: 2 misses of 9 that can run is still 7/9 >= 0.8? no
     assert decided_early(r, [rec("skipped"), rec("miss"), rec("miss")], 10) is not None
     assert decided_early(Rubric(), [rec("miss")] * 10, 10) is None  # no accuracy: nothing to decide
+
+
+def test_cases_that_missed_on_bigger_rungs_run_first(fake: FakeProject) -> None:
+    """Q8_0 (run first) misses w7 and w9; on Q2_K those two run right after the first case, so
+    its third miss (w5) decides it with two cases left; without the reordering the third
+    miss would come last."""
+    fake.config(["Q8_0", "Q2_K"])
+    fake.script(wrong={"Q8_0": {"w7": "x", "w9": "x"}, "Q2_K": {"w5": "x", "w7": "x", "w9": "x"}})
+    fake.pytester.makepyfile(test_qa=CASES.format(rubric="accuracy=0.8", words=WORDS))
+    result, report = fake.run_report("--quant-decide-early", "-rs")
+    q2_calls = [line.split()[2] for line in (fake.path / "events.txt").read_text().splitlines()
+                if line.startswith("call Q2_K")]
+    assert q2_calls == ["w0", "w7", "w9", "w1", "w2", "w3", "w4", "w5"]
+    result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *: verdict decided: 3 misses > 2 allowed"])
+    _, full = fake.run_report()
+    assert verdicts(report) == verdicts(full) == {"Q8_0": (True, None), "Q2_K": (False, "accuracy")}
