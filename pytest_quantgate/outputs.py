@@ -21,7 +21,7 @@ from .config import Settings
 from .records import CaseRecord
 from .render import render_markdown
 from .atomic import write_text
-from .report import write_report
+from .report import RunRecord, write_report
 from .summary import Summary
 
 
@@ -57,7 +57,7 @@ def baseline_step(summary: Summary, cases: list[CaseRecord], settings: Settings,
 
 def write_outputs(summary: Summary, settings: Settings, step: BaselineStep, *,
                   baseline_path: Path | None, report_path: Path | None,
-                  markdown_path: Path | None = None) -> list[str]:
+                  markdown_path: Path | None = None, run: RunRecord | None = None) -> list[str]:
     """Write the baseline, the JSON report and the step summary; one line per failure."""
     errors: list[str] = []
 
@@ -74,7 +74,7 @@ def write_outputs(summary: Summary, settings: Settings, step: BaselineStep, *,
         if not attempt("baseline", baseline_path, lambda p: write_baseline(p, blessed)):
             summary.baseline_note = f"baseline NOT written: {baseline_path}"
     if report_path is not None:
-        attempt("--quant-report", report_path, lambda p: write_report(p, summary, settings))
+        attempt("--quant-report", report_path, lambda p: write_report(p, summary, settings, run))
     markdown = render_markdown(summary)
     if markdown_path is not None:
         attempt("--quant-markdown", markdown_path, lambda p: write_text(p, markdown))

@@ -30,7 +30,7 @@ from .pool import ModelPool
 from .records import CaseRecord, Verdict, case_key
 from .reference import ReferenceScores
 from .render import render_lines
-from .report import environment
+from .report import environment, run_record
 from .summary import Summary, build_summary
 from .variants import BrokenVariant, Variant, memory_refusal
 
@@ -402,13 +402,15 @@ class QuantSession:
         for name in self.selected:
             v = self.variants[name]
             d = v.to_dict() if isinstance(v, Variant) else {"name": v.name, "path": str(v.path), "size_bytes": 0}
-            d["stats"] = self.variant_snapshots.get(name) or (
-                self.pool.stats[name].to_dict() if name in self.pool.stats else {}
-            )
+            d["stats"] = self._stats(name)
             info[name] = d
         return build_summary(variants=info, cases=list(self.cases.values()), verdicts=self.verdicts,
                              gate=self.gate, incomplete=incomplete, environment=environment(self.settings),
                              reference=self.settings.reference)
+
+    def _stats(self, name: str) -> dict[str, Any]:
+        return self.variant_snapshots.get(name) or (
+            self.pool.stats[name].to_dict() if name in self.pool.stats else {})
 
     def _narrowed(self) -> bool:
         """The run saw part of the suite on purpose (-k, -m, --deselect, --lf, node ids)."""
@@ -441,7 +443,9 @@ class QuantSession:
         summary.baseline_note, summary.baseline_changes = step.note, step.changes
         self.config.hook.pytest_quantgate_summary(config=self.config, summary=summary)
         self.output_errors = write_outputs(summary, self.settings, step, baseline_path=self.baseline_path,
-                                           report_path=self.report_path, markdown_path=self.markdown_path)
+                                           report_path=self.report_path, markdown_path=self.markdown_path,
+                                           run=run_record(self.variants, {n: self._stats(n) for n in self.selected},
+                                                          self.other_failures))
         if self.output_errors and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a lost output must not look green
         if (
