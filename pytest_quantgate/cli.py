@@ -53,7 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     mer.add_argument("--out", type=Path, default=None, help="write the merged report (JSON) here")
     mer.add_argument("--markdown", type=Path, default=None,
                      help="write the summary as Markdown here, e.g. \"$GITHUB_STEP_SUMMARY\"")
+    rep = sub.add_parser("report", help="render a saved (or merged) --quant-report file as one "
+                                         "self-contained HTML page; exit 2 when it cannot be read")
+    rep.add_argument("report", type=Path, metavar="REPORT.json", help="the JSON report")
+    rep.add_argument("--html", type=Path, required=True, help="write the HTML page here")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return _report(args.report, args.html)
     if args.command == "ladder":
         return _ladder(args)
     if args.command == "merge":
@@ -105,6 +111,31 @@ def _merge(args: argparse.Namespace) -> int:
         except OSError as exc:  # a lost output must not look like a verdict: exit 2, not 0 or 1
             return fail(f"{flag}: cannot write {path}: {exc.strerror or exc}")
     return 0 if merged.passed else 1
+
+
+def _report(source: Path, html: Path) -> int:
+    from .html_report import write_html  # jinja2 only for this command
+    from .report_check import InvalidReport, read_report, validate
+    from .report_view import ReportError
+
+    def fail(message: str) -> int:
+        print(f"quantgate report: error: {message}", file=sys.stderr)
+        return 2
+
+    if html.resolve() == source.resolve():
+        return fail(f"--html: {html} is the report being rendered")
+    try:
+        data = read_report(source)
+        validate(str(source), data)  # untrusted: the checks quantgate merge makes
+        write_html(html, data)
+    except InvalidReport as exc:  # one line naming the file and the field
+        return fail(str(exc))
+    except ReportError as exc:  # what only the page reads (each call of a transcript)
+        return fail(f"{source}: {exc}")
+    except OSError as exc:
+        return fail(f"--html: cannot write {html}: {exc.strerror or exc}")
+    print(f"wrote {html}")
+    return 0
 
 
 def _inspect(paths: list[Path]) -> int:
