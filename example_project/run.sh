@@ -20,4 +20,8 @@ quantgate inspect models
 # --quant-decide-early: a slice stops on a rung once its accuracy bar is out of reach (shown
 # as "<= 0.62"); verdicts are the same as a full run's. A second run answers unchanged calls
 # from the result cache in .pytest_cache/d/quantgate-results.
-exec python -m pytest -rx --quant-gate=any --quant-decide-early --quant-report=quantgate.json "$@"
+status=0
+python -m pytest -rx --quant-gate=any --quant-decide-early --quant-report=quantgate.json \
+  --quant-html=quantgate.html "$@" || status=$?
+echo "report: $HERE/quantgate.html (open it in a browser; JSON: $HERE/quantgate.json)"
+exit "$status"

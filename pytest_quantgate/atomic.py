@@ -18,6 +18,9 @@ def write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        # mkstemp makes the file 0600; a report is published (CI artifacts, a shared disk),
+        # so it gets the mode an ordinary open() would give it (or keeps the old file's)
+        os.chmod(tmp, _mode(path))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -25,3 +28,12 @@ def write_text(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def _mode(path: Path) -> int:
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

@@ -1,5 +1,6 @@
 """The ``quantgate`` command: ``ladder`` builds quant variants, ``inspect`` describes GGUFs,
-``merge`` combines the JSON reports of separate jobs into one summary and one exit code."""
+``merge`` combines the JSON reports of separate jobs into one summary and one exit code,
+``report`` renders a saved or merged JSON report as one self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lad.add_argument("--out", type=Path, required=True, help="output directory")
     lad.add_argument("--prefix", default=None, help="file name prefix (default: the source's stem)")
     lad.add_argument("--threads", type=_threads, default=None, help="quantizer threads (default: all cores)")
+    lad.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress lines on stderr before each quantization")
     ins = sub.add_parser("inspect", help="print architecture, file type, size, bits/weight, params")
     ins.add_argument("paths", nargs="+", type=Path, help="GGUF files or directories")
     mer = sub.add_parser("merge", help="combine --quant-report files of separate jobs (e.g. one variant "
@@ -67,12 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _inspect(args.paths)
 
 
+def _progress(line: str) -> None:
+    """One whole line per step (a rung takes seconds to minutes): readable in CI logs too."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _ladder(args: argparse.Namespace) -> int:
     try:
         source = resolve_source(args.source)
         print(f"source: {source} ({source.stat().st_size / MB:.1f} MB)", flush=True)
 
-        rungs = build_ladder(source, args.types, args.out, args.prefix, args.threads)
+        rungs = build_ladder(source, args.types, args.out, args.prefix, args.threads,
+                             progress=None if args.quiet else _progress)
     except LadderError as exc:
         print(f"quantgate ladder: error: {exc}", file=sys.stderr)
         return 2

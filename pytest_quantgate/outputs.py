@@ -21,7 +21,7 @@ from .config import Settings
 from .records import CaseRecord
 from .render import render_markdown
 from .atomic import write_text
-from .report import RunRecord, write_report
+from .report import RunRecord, report_dict, write_report
 from .summary import Summary
 
 
@@ -57,7 +57,8 @@ def baseline_step(summary: Summary, cases: list[CaseRecord], settings: Settings,
 
 def write_outputs(summary: Summary, settings: Settings, step: BaselineStep, *,
                   baseline_path: Path | None, report_path: Path | None,
-                  markdown_path: Path | None = None, run: RunRecord | None = None) -> list[str]:
+                  markdown_path: Path | None = None, run: RunRecord | None = None,
+                  html_path: Path | None = None) -> list[str]:
     """Write the baseline, the JSON report and the step summary; one line per failure."""
     errors: list[str] = []
 
@@ -75,6 +76,8 @@ def write_outputs(summary: Summary, settings: Settings, step: BaselineStep, *,
             summary.baseline_note = f"baseline NOT written: {baseline_path}"
     if report_path is not None:
         attempt("--quant-report", report_path, lambda p: write_report(p, summary, settings, run))
+    if html_path is not None:
+        _html(errors, attempt, html_path, report_dict(summary, settings, run))
     markdown = render_markdown(summary)
     if markdown_path is not None:
         attempt("--quant-markdown", markdown_path, lambda p: write_text(p, markdown))
@@ -87,3 +90,15 @@ def write_outputs(summary: Summary, settings: Settings, step: BaselineStep, *,
 
         attempt("GITHUB_STEP_SUMMARY", Path(step_summary), append)
     return errors
+
+
+def _html(errors: list[str], attempt: Callable[[str, Path, Callable[[Path], None]], bool],
+          path: Path, doc: dict[str, Any]) -> None:
+    """The HTML page of the same document the JSON report holds (jinja2 imported only here)."""
+    from .html_report import write_html
+    from .report_view import ReportError
+
+    try:
+        attempt("--quant-html", path, lambda p: write_html(p, doc))
+    except ReportError as exc:  # a bug of ours, never a lost run: one line, the other outputs kept
+        errors.append(f"--quant-html: cannot render {path}: {exc}")

@@ -55,6 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--quant-markdown", metavar="PATH", default=None,
                     help="write the summary and each variant's flipped cases as Markdown to PATH "
                          "(under GitHub's 65,536-character comment limit: post it on the pull request)")
+    group.addoption("--quant-html", metavar="PATH", default=None,
+                    help="write one self-contained HTML report to PATH: the table, a disk size vs "
+                         "accuracy chart, every case's transcript beside the reference's, filters")
     group.addoption("--quant-isolation", metavar="none|process", type=_isolation, default=None,
                     help="process: load each variant in a worker process, so a llama.cpp crash "
                          "fails that variant only (default: isolation: in quantgate.yaml, else none)")
@@ -139,7 +142,8 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
               **{s.path.resolve(): f"variant {s.name}'s model file" for s in settings.variants}}
     if settings.fidelity_corpus is not None:
         inputs[settings.fidelity_corpus.resolve()] = "the fidelity corpus"
-    outputs = {"--quant-report": report, "--quant-markdown": config.getoption("quant_markdown")}
+    outputs = {"--quant-report": report, "--quant-markdown": config.getoption("quant_markdown"),
+               "--quant-html": config.getoption("quant_html")}
     report_inputs = dict(inputs)
     if baseline_path is not None:
         report_inputs[baseline_path] = "the baseline"
@@ -161,6 +165,7 @@ def _make_session(config: pytest.Config) -> QuantSession | None:
                         baseline_path=baseline_path, baseline=baseline, update_baseline=update,
                         cache=_result_cache(config, settings),
                         markdown_path=_path(outputs["--quant-markdown"]),
+                        html_path=_path(outputs["--quant-html"]),
                         decide_early=(bool(config.getoption("quant_decide_early")) or settings.decide_early)
                         and not update)
 

@@ -51,6 +51,7 @@ class QuantSession:
         cache: ResultCache | None = None,
         decide_early: bool = False,
         markdown_path: Path | None = None,
+        html_path: Path | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -59,6 +60,7 @@ class QuantSession:
         self.gate = gate
         self.report_path = report_path
         self.markdown_path = markdown_path
+        self.html_path = html_path
         self.baseline_path = baseline_path
         self.baseline = baseline  # the one compared against; None when absent or being rewritten
         self.update_baseline = update_baseline
@@ -444,6 +446,7 @@ class QuantSession:
         self.config.hook.pytest_quantgate_summary(config=self.config, summary=summary)
         self.output_errors = write_outputs(summary, self.settings, step, baseline_path=self.baseline_path,
                                            report_path=self.report_path, markdown_path=self.markdown_path,
+                                           html_path=self.html_path,
                                            run=run_record(self.variants, {n: self._stats(n) for n in self.selected},
                                                           self.other_failures))
         if self.output_errors and session.exitstatus == pytest.ExitCode.OK:

@@ -25,6 +25,11 @@ def test_ladder_builds_then_keeps_up_to_date_files(tmp_path: Path) -> None:
     assert lines[1].split()[:3] == ["Q8_0", "144.8", "MB"] and "built in" in lines[1]
     assert lines[2].split()[:3] == ["Q4_K_M", "105.5", "MB"] and "built in" in lines[2]
     # each file is what its name says, by its own GGUF metadata
+    # progress on stderr, one line per quantization, before it starts
+    progress = [line for line in first.stderr.splitlines() if line.startswith("[")]
+    assert progress == ["[1/3] F16: converting SmolLM2-135M-Instruct.Q4_1.gguf to the F16 base .m-base-f16.gguf",
+                        "[2/3] Q8_0: quantizing .m-base-f16.gguf to m-q8_0.gguf",
+                        "[3/3] Q4_K_M: quantizing .m-base-f16.gguf to m-q4_k_m.gguf"]
     assert read_info(out / "m-q8_0.gguf").file_type == "Q8_0"
     assert read_info(out / "m-q4_k_m.gguf").file_type == "Q4_K_M"
     # the F16 base the rungs were made from is a dotfile, so variants_glob (glob.glob) skips it
@@ -32,6 +37,10 @@ def test_ladder_builds_then_keeps_up_to_date_files(tmp_path: Path) -> None:
     second = quantgate("ladder", SOURCE, "--types", "Q8_0,Q4_K_M", "--out", str(out), "--prefix", "m")
     assert second.returncode == 0
     assert all(line.endswith("(up to date)") for line in second.stdout.splitlines()[1:])
+    assert not [line for line in second.stderr.splitlines() if line.startswith("[")]  # nothing to do
+    (out / "m-q8_0.gguf").unlink()
+    quiet = quantgate("ladder", SOURCE, "--types", "Q8_0,Q4_K_M", "--out", str(out), "--prefix", "m", "-q")
+    assert quiet.returncode == 0 and not [line for line in quiet.stderr.splitlines() if line.startswith("[")]
     assert "llama_model_quantize" not in second.stderr + first.stderr  # the quantizer's log is kept quiet
 
 

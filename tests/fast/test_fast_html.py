@@ -5,6 +5,7 @@ without transcripts, bad input, and ``quantgate report``. test_html.py opens it 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,31 @@ def test_the_plugins_own_report_renders_with_every_case_and_transcript(fake: Fak
     assert cases[i]["data-outcome"] == "miss" and cases[i]["data-flipped"] == "1"
     assert "<b>gamma?</b>" in page.case_text[i] and "<b>gamma" not in html  # shown as text
     assert "F16, the reference (passed)" in page.case_text[i]
+
+
+def test_quant_html_writes_the_page_of_the_runs_own_report(fake: FakeProject) -> None:
+    """--quant-html renders the same document the JSON report holds; both files get the mode
+    an ordinary open() gives (mkstemp alone would leave them 0600, unreadable to a CI uploader)."""
+    fake.config(["Q8_0", "Q2_K"])
+    fake.script(wrong={"Q2_K": {"beta": "<script>alert(1)</script>"}})
+    fake.pytester.makepyfile(test_qa=dedent("""
+        import pytest
+        pytestmark = pytest.mark.quant_rubric(accuracy=0.5)
+
+        @pytest.mark.parametrize("word", ["alpha", "beta"])
+        def test_echo(quant_model, word):
+            assert quant_model.generate(word) == word
+    """))
+    page = fake.path / "out" / "report.html"
+    _, report = fake.run_report(f"--quant-html={page}")
+    html = page.read_text()
+    assert html == render_html(json.loads((fake.path / "quantgate.json").read_text()))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
+    assert "http" not in html
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (page, fake.path / "quantgate.json"):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask
+    refused = fake.run("--quant-html=quantgate.yaml")
+    refused.stderr.fnmatch_lines(["ERROR: --quant-html: quantgate.yaml is the quantgate config, an input of "
+                                  "this run; write to another path"])
