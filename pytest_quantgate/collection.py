@@ -8,13 +8,13 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pytest
 
 from .constants import MARKER, PARAM, VERDICT_PROP
 from .display import show
-from .records import Verdict
+from .records import CaseRecord, Verdict, case_key
 from .rubric import RELATIVE_KEYS, Rubric, RubricError, parse_rubric
 
 FLAT_FIGURES = ("accuracy", "tokens_per_second", "memory_mb", "disk_mb", "load_seconds")
@@ -194,3 +194,43 @@ def _set_nodeid(item: pytest.Item, nodeid: str) -> None:
         target._id = node_id(path=path, names=tuple(rest.split("::")), params=None)
     else:  # pytest < 9
         target._nodeid = nodeid
+
+
+def misses_first(item: pytest.Item, position: dict[str, int], cases: Iterable[CaseRecord],
+                 arranged: Arranged) -> None:
+    """``--quant-decide-early``: at the first case of a run of cases sharing a parent and a
+    variant, move the cases that missed on the variants already run (the bigger rungs) to the
+    front of the run, so a failing group reaches its deciding miss after a few cases instead
+    of near the end. Case order never changes a verdict. Only items after the running one
+    move, and only within one parent, so pytest's fixture setup and teardown see the same
+    structure; ``position`` (nodeid -> index) and each group's last case follow the new order.
+    """
+    items = item.session.items
+    i = position.get(item.nodeid)
+    variant = variant_of(item)
+    if i is None or variant is None or i >= len(items) or items[i] is not item:
+        return
+
+    def same_run(other: pytest.Item) -> bool:
+        return other.parent is item.parent and variant_of(other) == variant and not isinstance(other, RubricItem)
+
+    if i > 0 and same_run(items[i - 1]):
+        return  # not the run's first case: the run was ordered when it began
+    end = i + 1
+    while end < len(items) and same_run(items[end]):
+        end += 1
+    missed: dict[str, int] = {}
+    for c in cases:
+        if c.variant != variant and c.outcome not in ("passed", "skipped"):
+            key = case_key(c.nodeid, c.variant)
+            missed[key] = missed.get(key, 0) + 1
+    tail = sorted(items[i + 1:end], key=lambda it: -missed.get(case_key(it.nodeid, variant), 0))
+    items[i + 1:end] = tail
+    for k in range(i + 1, end):
+        position[items[k].nodeid] = k
+    for group in {arranged.item_group.get(it.nodeid) for it in tail} - {None}:
+        last = max((it for it in items[i:end] if arranged.item_group.get(it.nodeid) == group),
+                   key=lambda it: position[it.nodeid])
+        pair = (str(group), variant)
+        if position[last.nodeid] > position.get(arranged.last_case.get(pair, ""), -1):
+            arranged.last_case[pair] = last.nodeid

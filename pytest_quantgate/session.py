@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from .collection import Arranged, Group, Groups, RubricItem, arrange, variant_of
+from .collection import Arranged, Group, Groups, RubricItem, arrange, misses_first, variant_of
 from .config import Settings
 from .constants import CASE_PROP, VARIANT_PROP, VERDICT_PROP
 from .cache import FORMAT as CACHE_FORMAT, ResultCache, llama_build
@@ -194,43 +194,11 @@ class QuantSession:
                 raise pytest.skip.Exception(why, _use_item_location=True)
 
     def _misses_first(self, item: pytest.Item) -> None:
-        """At the first case of a run of cases sharing a parent and a variant, move the cases
-        that missed on the variants already run (the bigger rungs) to the front of the run, so
-        a failing group is decided after a few cases instead of near the end. The order of
-        cases never changes a verdict; only cases after the running one move, within one
-        parent, so pytest's fixture setup and teardown see the same structure. Not under
-        xdist, whose workers run items by index."""
-        items = item.session.items
-        i = self.position.get(item.nodeid)
-        variant = variant_of(item)
-        if (i is None or variant is None or hasattr(self.config, "workerinput")
-                or self.config.getoption("dist", "no") != "no" or i >= len(items) or items[i] is not item):
+        """Reorder the case run ``item`` starts so earlier misses come first (not under xdist,
+        whose workers run items by index)."""
+        if hasattr(self.config, "workerinput") or self.config.getoption("dist", "no") != "no":
             return
-
-        def same_run(other: pytest.Item) -> bool:
-            return (other.parent is item.parent and variant_of(other) == variant
-                    and not isinstance(other, RubricItem))
-
-        if i > 0 and same_run(items[i - 1]):
-            return  # not the run's first case: the run was ordered when it began
-        end = i + 1
-        while end < len(items) and same_run(items[end]):
-            end += 1
-        missed: dict[str, int] = {}
-        for c in self.cases.values():
-            if c.variant != variant and c.outcome not in ("passed", "skipped"):
-                key = case_key(c.nodeid, c.variant)
-                missed[key] = missed.get(key, 0) + 1
-        tail = sorted(items[i + 1:end], key=lambda it: -missed.get(case_key(it.nodeid, variant), 0))
-        items[i + 1:end] = tail
-        for k in range(i + 1, end):
-            self.position[items[k].nodeid] = k
-        for group in {self.arranged.item_group.get(it.nodeid) for it in tail} - {None}:
-            last = max((it for it in items[i:end] if self.arranged.item_group.get(it.nodeid) == group),
-                       key=lambda it: self.position[it.nodeid])
-            pair = (str(group), variant)
-            if self.position[last.nodeid] > self.position.get(self.arranged.last_case.get(pair, ""), -1):
-                self.arranged.last_case[pair] = last.nodeid
+        misses_first(item, self.position, self.cases.values(), self.arranged)
 
     def _decided(self, item: pytest.Item) -> str | None:
         """Why ``--quant-decide-early`` need not run this case: its (group, variant)'s verdict
