@@ -79,6 +79,38 @@ def test_a_variant_without_live_gates_is_never_loaded_when_every_call_hits(proje
     cfg.write_text(yaml.safe_dump(data))
     _, third = project.run_report()
     assert (rows(third)["Q2_K"]["live_calls"], rows(third)["Q4_K_M"]["cached_calls"]) == (2, 2)
+    # a corrupt entry and a foreign one (another entry's bytes): misses with a warning, answered
+    # live (which loads that variant) and rewritten
+    files = sorted((project.path / "results").glob("*/*.json"), key=lambda p: p.stat().st_mtime)
+    q4 = [p for p in files if json.loads(p.read_text())["request"]["context"]["model_sha256"]
+          == read_sha(project, "Q4_K_M")]
+    q4[0].write_text(q4[0].read_text()[:40])
+    q4[1].write_text(files[-1].read_text())
+    result, fourth = project.run_report("-W", "default")
+    result.stdout.fnmatch_lines_random([f"*quantgate cache: ignoring {q4[0]}: not valid JSON*",
+                                        f"*quantgate cache: ignoring {q4[1]}: its stored key does not match*"])
+    assert (rows(fourth)["Q4_K_M"]["live_calls"], rows(fourth)["Q4_K_M"]["loads"]) == (2, 1)
+    assert outcomes(fourth)["Q4_K_M"] == outcomes(first)["Q4_K_M"]
+    # refresh recomputes every call of the configured directory; off neither reads nor writes
+    data["cache"] = "results"
+    cfg.write_text(yaml.safe_dump(data))
+    before = {p: p.stat().st_mtime_ns for p in (project.path / "results").glob("*/*.json")}
+    refreshed_run, refreshed = project.run_report("--quant-cache=refresh")  # the last flag wins
+    refreshed_run.stdout.fnmatch_lines([f"quantgate: result cache {project.path / 'results'} (refresh)"])
+    assert all(r["cached_calls"] == 0 and r["live_calls"] == 2 for r in refreshed["variants"])
+    after = {p: p.stat().st_mtime_ns for p in (project.path / "results").glob("*/*.json")}
+    # the four calls of this setup rewritten; the two entries of the Q2_K file it no longer uses kept
+    assert set(after) == set(before) and sum(after[p] > before[p] for p in before) == 4
+    project.result_cache = False
+    _, off = project.run_report()
+    assert all(r["cached_calls"] == 0 and r["live_calls"] == 2 for r in off["variants"])
+    assert {p: p.stat().st_mtime_ns for p in (project.path / "results").glob("*/*.json")} == after
+
+
+def read_sha(project: Project, name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(project.ladder.files[name].read_bytes()).hexdigest()
 
 
 def test_decide_early_on_the_example_gives_the_same_verdicts(project: Project) -> None:
