@@ -13,6 +13,7 @@ a valid result, is a miss with a warning, and the live answer overwrites it. Wri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -58,9 +59,11 @@ def deterministic(op: str, params: Mapping[str, Any]) -> bool:
     return isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0
 
 
+@functools.cache
 def llama_build() -> dict[str, str | None]:
     """llama-cpp-python's version and llama.cpp's system info (CPU features, backends):
-    kernels differ between builds and machines, and so may the last bits of an answer."""
+    kernels differ between builds and machines, and so may the last bits of an answer. Fixed
+    for the process: asked once, not once per variant."""
     try:
         import llama_cpp
     except ImportError:

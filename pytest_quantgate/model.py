@@ -139,20 +139,32 @@ class QuantModel:
         """Answer from the cache, or make the call, record it and cache it; return its text. A
         crashed worker fails the test cleanly."""
         __tracebackhide__ = True
-        key = self._cache.request(op, **request) if self._cache is not None else None
-        if self._cache is not None and key is not None:
-            hit = self._cache.cache.get(key, completion_from_dict)
-            if hit is not None:
-                self._cache.on_hit(hit)
-                self._record(op, request, hit)
-                self.last = hit
-                return hit.text
-        c = self._live(call)
-        if self._cache is not None and key is not None:
-            self._cache.cache.put(key, completion_to_dict(c))
+        key, hit = self._lookup(op, request, completion_from_dict)
+        if hit is not None:
+            self._on_hit(hit)
+            c = hit
+        else:
+            c = self._live(call)
+            self._store(key, completion_to_dict(c))
         self._record(op, request, c)
         self.last = c
         return c.text
+
+    def _lookup(self, op: str, request: dict[str, Any],
+                parse: Callable[[Any], T | None]) -> tuple[dict[str, Any] | None, T | None]:
+        """(the call's cache key, the cached answer): (None, None) when it cannot be cached."""
+        if self._cache is None:
+            return None, None
+        key = self._cache.request(op, **request)
+        return key, (None if key is None else self._cache.cache.get(key, parse))
+
+    def _store(self, key: dict[str, Any] | None, result: Any) -> None:
+        if self._cache is not None and key is not None:
+            self._cache.cache.put(key, result)
+
+    def _on_hit(self, hit: Completion | None) -> None:
+        if self._cache is not None:
+            self._cache.on_hit(hit)
 
     def _record(self, op: str, request: dict[str, Any], c: Completion) -> None:
         if self._transcript is None:
@@ -234,21 +246,18 @@ class QuantModel:
         from .fidelity import ScoringError
 
         __tracebackhide__ = True
-        key = self._cache.request(fn, **request) if self._cache is not None else None
-        if self._cache is not None and key is not None:
-            hit = self._cache.cache.get(key, _SCORE_SHAPES[fn])
-            if hit is not None:
-                self._cache.on_hit(None)
-                self._record_score(fn, request, hit, cached=True)
-                return hit
+        key, hit = self._lookup(fn, request, _SCORE_SHAPES[fn])
+        if hit is not None:
+            self._on_hit(None)
+            self._record_score(fn, request, hit, cached=True)
+            return hit
         scorer = self._scorer()
         try:
             result = self._live(lambda _: run(scorer))
         except ScoringError as exc:
             problem = str(exc)
         else:
-            if self._cache is not None and key is not None:
-                self._cache.cache.put(key, json.loads(json.dumps(result)))  # tuples as lists
+            self._store(key, json.loads(json.dumps(result)))  # tuples as lists
             self._record_score(fn, request, result, cached=False)
             return result
         _misuse(f"{fn}: {problem}")

@@ -78,10 +78,11 @@ def write_outputs(summary: Summary, settings: Settings, step: BaselineStep, *,
         attempt("--quant-report", report_path, lambda p: write_report(p, summary, settings, run))
     if html_path is not None:
         _html(errors, attempt, html_path, report_dict(summary, settings, run))
-    markdown = render_markdown(summary)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    # the flipped cases' sections read every transcript: rendered only when someone reads them
+    markdown = render_markdown(summary) if markdown_path is not None or step_summary else ""
     if markdown_path is not None:
         attempt("--quant-markdown", markdown_path, lambda p: write_text(p, markdown))
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary and summary.rows:
 
         def append(p: Path) -> None:

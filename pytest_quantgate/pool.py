@@ -20,8 +20,6 @@ from .variants import Variant
 LoadFn = Callable[[Variant], LoadedModel]
 ContextFn = Callable[[Variant], dict[str, Any]]
 
-__all__ = ["LoadError", "ModelPool"]
-
 
 def _settle_memory() -> None:
     """Collect garbage and hand freed heap back to the OS before a baseline is taken.
@@ -181,7 +179,12 @@ class ModelPool:
         """A call the result cache answered: its tokens serve fidelity like a live call's, but
         it adds no timing or memory (nothing ran); the summary counts it."""
         self.stats[name].cached_calls += 1
-        if self.current_test is not None and c is not None and c.tokens:
+        if c is not None:
+            self._keep_tokens(c)
+
+    def _keep_tokens(self, c: Completion) -> None:
+        """The call's tokens and prompt, for the test that made it (fidelity scores them)."""
+        if self.current_test is not None and c.tokens:
             self.test_tokens.setdefault(self.current_test, []).append(c.tokens)
             self.test_prompts.setdefault(self.current_test, []).append(c.tokens[:c.prompt_tokens])
 
@@ -215,9 +218,7 @@ class ModelPool:
         stats.totals.add(c)
         if self.current_test is not None:
             self.test_totals.setdefault(self.current_test, CallTotals()).add(c)
-            if c.tokens:
-                self.test_tokens.setdefault(self.current_test, []).append(c.tokens)
-                self.test_prompts.setdefault(self.current_test, []).append(c.tokens[:c.prompt_tokens])
+        self._keep_tokens(c)
         return c
 
     def release(self) -> None:

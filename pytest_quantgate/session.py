@@ -18,9 +18,8 @@ import pytest
 
 from .collection import Arranged, Group, Groups, RubricItem, arrange, misses_first, variant_of
 from .config import Settings
-from .constants import CASE_PROP, VARIANT_PROP, VERDICT_PROP
 from .cache import FORMAT as CACHE_FORMAT, ResultCache, llama_build
-from .constants import DECIDED_PREFIX
+from .constants import CASE_PROP, DECIDED_PREFIX, VARIANT_PROP, VERDICT_PROP
 from .judge import Evidence, decided_early, judge, outcomes, undecided, unjudged
 from .measure import CallTotals
 from .outcomes import case_record, is_verdict, mark_miss

@@ -82,3 +82,18 @@ class Project:
             for rung in rungs:
                 (models / self.ladder.files[rung].name).symlink_to(self.ladder.files[rung])
         return {s: yaml.safe_load((EXAMPLE / "cases" / f"{s}.yaml").read_text()) for s in slices}
+
+
+def qa_module(pairs: list[tuple[str, str]], test: str = "test_qa") -> str:
+    """An eval module under ``quant_rubric(accuracy=0.5)``: one chat question per case, which
+    passes when the lowercased reply contains its answer."""
+    return f"""
+import pytest
+
+pytestmark = pytest.mark.quant_rubric(accuracy=0.5)
+
+
+@pytest.mark.parametrize("question,answer", {pairs!r})
+def {test}(quant_model, question, answer):
+    assert answer in quant_model.chat(question).lower()
+"""

@@ -21,7 +21,7 @@ import pytest
 from fast.html_samples import VARIANTS, Elements, sample_report
 from pytest_quantgate.cli import main
 from pytest_quantgate.html_report import render_html, write_html
-from quantgate_project import Project
+from quantgate_project import Project, qa_module
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -162,19 +162,10 @@ def test_a_real_run_renders_every_variant_case_and_transcript(project: Project, 
     variant and case, what each model said, nothing that loads from the network, and opens,
     paints and filters in Chromium."""
     project.config(["F16", "Q2_K"], reference="F16", generation={"max_tokens": 12})
-    project.pytester.makepyfile(test_qa="""
-        import pytest
-        pytestmark = pytest.mark.quant_rubric(accuracy=0.5)
-
-        @pytest.mark.parametrize("question,answer", [
-            ("What is the capital of France?", "paris"),
-            ("What is 2 + 2?", "4"),
-            ("What colour is the sky on a clear day?", "blue"),
-            ("Which planet is the largest in our solar system?", "jupiter"),
-        ])
-        def test_qa(quant_model, question, answer):
-            assert answer in quant_model.chat(question).lower()
-    """)
+    project.pytester.makepyfile(test_qa=qa_module([
+        ("What is the capital of France?", "paris"), ("What is 2 + 2?", "4"),
+        ("What colour is the sky on a clear day?", "blue"),
+        ("Which planet is the largest in our solar system?", "jupiter")]))
     _, report = project.run_report()
     saved = project.path / "quantgate.json"
     html_path = tmp_path / "real.html"

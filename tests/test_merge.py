@@ -9,24 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from quantgate_project import Project
+from quantgate_project import Project, qa_module
 
 RUNGS = ["Q4_K_M", "Q2_K"]
-FACTS = """
-import pytest
-
-pytestmark = pytest.mark.quant_rubric(accuracy=0.5)
-
-
-@pytest.mark.parametrize("question,answer", [
-    ("What is the capital of France?", "paris"),
-    ("What is the capital of Japan?", "tokyo"),
-    ("What is 2 + 2?", "4"),
-    ("What color is the sky on a clear day?", "blue"),
-])
-def test_fact(quant_model, question, answer):
-    assert answer in quant_model.chat(question).lower()
-"""
+FACTS = qa_module([("What is the capital of France?", "paris"), ("What is the capital of Japan?", "tokyo"),
+                   ("What is 2 + 2?", "4"), ("What color is the sky on a clear day?", "blue")], "test_fact")
 # Q2_K (88.2 MB) fits, Q4_K_M (105.5 MB) does not: the two groups answer differently.
 SIZE = """
 import pytest
