@@ -16,11 +16,12 @@ from typing import Any
 import psutil
 import pytest
 
-from .collection import Arranged, Group, Groups, RubricItem, arrange, misses_first, variant_of
+from .collection import Arranged, Group, Groups, RubricItem, arrange, variant_of
 from .config import Settings
 from .cache import FORMAT as CACHE_FORMAT, ResultCache, llama_build
-from .constants import CASE_PROP, DECIDED_PREFIX, VARIANT_PROP, VERDICT_PROP
-from .judge import Evidence, decided_early, judge, outcomes, undecided, unjudged
+from .constants import CASE_PROP, VARIANT_PROP, VERDICT_PROP
+from .early import EarlyDecisions
+from .judge import Evidence, judge, outcomes, undecided, unjudged
 from .measure import CallTotals
 from .outcomes import case_record, is_verdict, mark_miss
 from .outputs import baseline_step, write_outputs
@@ -66,7 +67,8 @@ class QuantSession:
         seed = settings.llama.get("seed")
         n_ctx = settings.llama.get("n_ctx")
         self.cache = cache
-        self.decide_early = decide_early
+        xdist = hasattr(config, "workerinput") or config.getoption("dist", "no") != "no"
+        self.early = EarlyDecisions(settings.reference, reorder=not xdist) if decide_early else None
         self.lazy = False  # load on the first uncached call; set at collection (no live gate)
         self.pool = ModelPool(self._load, settings.generation, seed if isinstance(seed, int) else None,
                               prepare=_import_llama_cpp,
@@ -75,8 +77,6 @@ class QuantSession:
         self.pool.progress = self._progress
         self.groups = Groups(settings.rubric_defaults, settings.isolation)
         self.arranged = Arranged({}, {})
-        self.case_totals: dict[tuple[str, str], int] = {}  # (group, variant) -> cases collected
-        self.position: dict[str, int] = {}  # nodeid -> index in session.items
         self.reference = ReferenceScores(settings, variants, config)
         self.cases: dict[str, CaseRecord] = {}  # nodeid -> final outcome
         self.fidelity: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
@@ -147,12 +147,8 @@ class QuantSession:
         # variant loads (and is probed) even when the cache answers all of its calls.
         self.lazy = (self.cache is not None and self.cache.mode == "on"
                      and self.settings.fidelity_corpus is None and not any(r.needs_live for r in rubrics))
-        self.case_totals = {}
-        self.position = {it.nodeid: i for i, it in enumerate(items)}
-        for it in items:
-            group, variant = self.arranged.item_group.get(it.nodeid), variant_of(it)
-            if group is not None and variant is not None and not isinstance(it, RubricItem):
-                self.case_totals[(group, variant)] = self.case_totals.get((group, variant), 0) + 1
+        if self.early is not None:
+            self.early.collected(items, self.arranged)
         self._check_baseline_comparable(list(self.arranged.last_case))
         if (self.settings.rubric_defaults.thresholds() and not self.groups.by_key
                 and any(variant_of(it) is not None for it in items)):
@@ -186,31 +182,14 @@ class QuantSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self.pool.current_test = item.nodeid
-        if self.decide_early and not isinstance(item, RubricItem):
-            self._misses_first(item)
-            why = self._decided(item)
+        if self.early is not None and not isinstance(item, RubricItem):
+            why = self.early.before(item, self.arranged, self.groups, self.cases.values(), self._refused)
             if why is not None:  # reported at the test's own location, like a skip marker
                 raise pytest.skip.Exception(why, _use_item_location=True)
 
-    def _misses_first(self, item: pytest.Item) -> None:
-        """Reorder the case run ``item`` starts so earlier misses come first (not under xdist,
-        whose workers run items by index)."""
-        if hasattr(self.config, "workerinput") or self.config.getoption("dist", "no") != "no":
-            return
-        misses_first(item, self.position, self.cases.values(), self.arranged)
-
-    def _decided(self, item: pytest.Item) -> str | None:
-        """Why ``--quant-decide-early`` need not run this case: its (group, variant)'s verdict
-        is already a fail. Never on the reference, whose outcomes other verdicts compare with."""
-        variant, group = variant_of(item), self.arranged.item_group.get(item.nodeid)
-        if variant is None or group is None or variant == self.settings.reference:
-            return None
+    def _refused(self, variant: str) -> str | None:
         v = self.variants[variant]
-        refused = v.reason if isinstance(v, BrokenVariant) else self.pool.load_failure(variant)
-        if refused is not None:
-            return DECIDED_PREFIX + refused
-        return decided_early(self.groups.by_key[group].rubric, self._cases(group, variant),
-                             self.case_totals.get((group, variant), 0))
+        return v.reason if isinstance(v, BrokenVariant) else self.pool.load_failure(variant)
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
@@ -441,7 +420,7 @@ class QuantSession:
         lines = [f"quantgate: {self.settings.config_path.name} ({self.settings.model}): {names}"]
         cache = "off" if self.cache is None else f"{self.cache.root}" + (
             " (refresh)" if self.cache.mode == "refresh" else "")
-        lines.append(f"quantgate: result cache {cache}" + ("; decide early" if self.decide_early else ""))
+        lines.append(f"quantgate: result cache {cache}" + ("; decide early" if self.early is not None else ""))
         return lines
 
 
