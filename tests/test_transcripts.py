@@ -37,6 +37,9 @@ def test_transcripts_are_what_llama_cpp_answers(project: Project) -> None:
     project.pytester.makepyfile(test_qa=MODULE)
     md = project.path / "comment.md"
     result, report = project.run_report(f"--quant-markdown={md}", "--quant-update-baseline")
+    # each load announced on its own line, with the file, its size and the load time
+    result.stdout.re_match_lines([r"quantgate: loading F16 \(smollm2-f16\.gguf, 270\.9 MB\) \.\.\. \d+\.\d\d s$",
+                                  r"quantgate: loading Q2_K \(smollm2-q2_k\.gguf, 88\.2 MB\) \.\.\. \d+\.\d\d s$"])
     for name in ("F16", "Q2_K"):
         llm = Llama(model_path=str(project.ladder.files[name]), n_ctx=512, n_threads=2, seed=0, verbose=False)
         try:
