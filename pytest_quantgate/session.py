@@ -8,6 +8,7 @@ Data flows one way: configuration and variants (``plugin``) -> collection (``col
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Generator, Mapping
 from pathlib import Path
@@ -127,13 +128,17 @@ class QuantSession:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if tr is None or self.config.get_verbosity() < 0 or hasattr(self.config, "workerinput"):
             return
-        if not done:
-            if text.startswith("quantgate: "):
-                tr.ensure_newline()
-            tr.write(text, flush=True)
-            return
-        tr.write_line(text)
-        tr.currentfspath = -2  # pytest's own way to re-print the file name before the next dot
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        # loads happen inside a test's setup, under output capture: suspended, as pytest's own
+        # live logging does, or the line would land in the test's captured output
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            if not done:
+                if text.startswith("quantgate: "):
+                    tr.ensure_newline()
+                tr.write(text, flush=True)
+                return
+            tr.write(text + "\n", flush=True)
+            tr.currentfspath = -2  # pytest's own way to re-print the file name before the next dot
 
     # -- collection ------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection, so verdicts match what runs
