@@ -50,10 +50,15 @@ def plain(value: Any) -> bool:
     return False
 
 
+def greedy(op: str, params: Mapping[str, Any]) -> bool:
+    """Temperature 0 (or below): the same answer whatever the seed."""
+    temperature = params.get("temperature", _DEFAULT_TEMPERATURE.get(op, 0.0))
+    return isinstance(temperature, (int, float)) and temperature <= 0
+
+
 def deterministic(op: str, params: Mapping[str, Any]) -> bool:
     """Greedy calls always; sampled ones only with a fixed seed (-1 or none is random)."""
-    temperature = params.get("temperature", _DEFAULT_TEMPERATURE.get(op, 0.0))
-    if isinstance(temperature, (int, float)) and temperature <= 0:
+    if greedy(op, params):
         return True
     seed = params.get("seed")
     return isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0

@@ -15,6 +15,7 @@ import pytest
 from .constants import MARKER, PARAM, VERDICT_PROP
 from .display import show
 from .records import CaseRecord, Verdict, case_key
+from .repeats import REPEAT_FIXTURE, without_repeat
 from .rubric import RELATIVE_KEYS, Rubric, RubricError, parse_rubric
 
 FLAT_FIGURES = ("accuracy", "tokens_per_second", "memory_mb", "disk_mb", "load_seconds")
@@ -54,6 +55,16 @@ class RubricItem(pytest.Item):
         # Like Function.reportinfo: the part of the id below the module, dotted.
         module_id = self.nodeid.split("::", 1)
         return self.path, None, (module_id[1] if len(module_id) > 1 else self.name).replace("::", ".")
+
+
+def _repeat(item: pytest.Item) -> int | None:
+    callspec = getattr(item, "callspec", None)
+    r = callspec.params.get(REPEAT_FIXTURE) if callspec is not None else None
+    return int(r) if r is not None else None
+
+
+def _no_repeat(nodeid: str, repeat: int | None) -> str:
+    return nodeid if repeat is None else without_repeat(nodeid, repeat)
 
 
 def variant_of(item: pytest.Item) -> str | None:
@@ -222,9 +233,10 @@ def misses_first(item: pytest.Item, position: dict[str, int], cases: Iterable[Ca
     missed: dict[str, int] = {}
     for c in cases:
         if c.variant != variant and c.outcome not in ("passed", "skipped"):
-            key = case_key(c.nodeid, c.variant)
+            key = case_key(_no_repeat(c.nodeid, c.repeat), c.variant)
             missed[key] = missed.get(key, 0) + 1
-    tail = sorted(items[i + 1:end], key=lambda it: -missed.get(case_key(it.nodeid, variant), 0))
+    # a case's repeats share one key, so the stable sort keeps them together
+    tail = sorted(items[i + 1:end], key=lambda it: -missed.get(case_key(_no_repeat(it.nodeid, _repeat(it)), variant), 0))
     items[i + 1:end] = tail
     for k in range(i + 1, end):
         position[items[k].nodeid] = k

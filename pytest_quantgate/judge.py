@@ -12,6 +12,7 @@ from typing import Any
 from .constants import DECIDED_PREFIX
 from .measure import CallTotals, Probe, Spread
 from .records import CaseRecord, Verdict, case_key, case_label, no_evidence
+from .repeats import repeat_figures
 from .rubric import ACCURACY_BOUNDS, RUBRIC_KEYS, GroupFigures, Rubric, accuracy_holds, evaluate
 from .stats import GroupComparison, compare_group, paired, wilson
 
@@ -20,7 +21,8 @@ from .stats import GroupComparison, compare_group, paired, wilson
 class Evidence:
     """Everything recorded about one (group, variant) that its verdict may use."""
 
-    cases: list[CaseRecord]  # the group's cases on this variant, skipped ones included
+    cases: list[CaseRecord]  # the group's cases on this variant, skipped ones included; a
+    # case run over repeats is one record (repeats.aggregate)
     calls: CallTotals = field(default_factory=CallTotals)
     memory_mb: float | None = None
     load_seconds: float | None = None
@@ -58,8 +60,8 @@ def decided_early(rubric: Rubric, cases: list[CaseRecord], total: int) -> str | 
     accuracy, rise with each extra pass and fall with each extra miss (tests/fast checks this
     over a grid), so if the threshold fails even then, it fails whatever the rest do.
     """
-    if rubric.accuracy is None:
-        return None
+    if rubric.accuracy is None or rubric.n_repeats > 1:
+        return None  # repeats: a case's outcome needs all its repeats, decided at the verdict
     n = counts(cases)
     ran, passed = n["cases"], n["passed_cases"]
     rest = total - sum(not undecided(c) for c in cases)  # not run yet, or already decided
@@ -144,6 +146,7 @@ def judge(group: str, variant: str, rubric: Rubric, ev: Evidence) -> Verdict:
         baseline=base.to_dict() if base else None,
         vs_reference={"reference": ref_name, **ref.to_dict()} if ref else None,
         fidelity=ev.fidelity, reasons=reasons, undecided=left,
+        repeats=repeat_figures(ev.cases, rubric.n_repeats, rubric.pass_rate),
     )
 
 

@@ -128,6 +128,12 @@ class VariantStats:
     last_rss: int | None = None  # RSS after the latest call: the next call sees what ran between
     totals: CallTotals = field(default_factory=CallTotals)
     cached_calls: int = 0  # calls the result cache answered (not in totals: nothing was timed)
+    # repeats (not in totals either: batched speed is not what one user of the product sees)
+    batches: int = 0  # decodes of a call's repeats as parallel sequences
+    batch_sequences: int = 0
+    batch_tokens: int = 0  # tokens generated over all sequences
+    batch_seconds: float = 0.0
+    reused_calls: int = 0  # repeats answered by a batch or by a greedy call made once
     probe: Probe | None = None  # the calibrated speed figures, when a speed gate asked for them
 
     @property
@@ -152,6 +158,12 @@ class VariantStats:
             "rss_peak": self.rss_peak,
             "calls": self.totals.to_dict(),
             "cached_calls": self.cached_calls,
+            "reused_calls": self.reused_calls,
+            # batched throughput, all sequences together: reported as such, never as speed
+            "batched": {"batches": self.batches, "sequences": self.batch_sequences,
+                        "tokens": self.batch_tokens, "seconds": round(self.batch_seconds, 4),
+                        "tokens_per_second": (self.batch_tokens / self.batch_seconds
+                                              if self.batch_seconds > 0 else None)} if self.batches else None,
             # the probe's medians when it ran, else the single pass over the calls
             "tokens_per_second": _median_or(probe.tokens_per_second if probe else None,
                                             self.totals.tokens_per_second),

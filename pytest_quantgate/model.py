@@ -16,7 +16,7 @@ import pytest
 
 from .display import show
 from .backend import Completion, LoadError, LoadedModel, Message, ModelCrashed, stop_list
-from .cache import ResultCache, completion_from_dict, completion_to_dict, deterministic, plain
+from .cache import ResultCache, completion_from_dict, completion_to_dict, deterministic, greedy, plain
 from .variants import Variant
 
 T = TypeVar("T")
@@ -51,8 +51,16 @@ class QuantModel:
         n_ctx: int | None = None,
         cache: CallCache | None = None,
         transcript: Callable[[dict[str, Any]], None] | None = None,
+        on_shared: Callable[[Completion, int], None] | None = None,
+        on_batch: Callable[[Any], None] | None = None,
     ) -> None:
+        self._on_batch = on_batch  # a batched decode's figures (batched.BatchResult), for the pool
         self.variant = variant
+        self._on_shared = on_shared  # (answer, batch size): a repeat served by an earlier decode
+        self.repeat: int | None = None  # the running test's repeat (rubric repeats > 1), or None
+        self.repeats = 1  # how many repeats its case has
+        self._case: str | None = None  # the case whose repeats ``_shared`` holds answers for
+        self._shared: dict[str, tuple[Completion, int]] = {}  # request -> (answer, batch size)
         self._transcript = transcript  # receives each call's transcript, for the test's record
         self._acquire = acquire  # the loaded model, loading it on first use (raises LoadError)
         self._cache = cache
@@ -69,6 +77,14 @@ class QuantModel:
     @property
     def name(self) -> str:
         return self.variant.name
+
+    def begin(self, case: str, repeat: int | None, repeats: int) -> None:
+        """The fixture, before each test: which case and repeat the next calls belong to. The
+        answers decoded for one case's repeats are kept until another case begins."""
+        if case != self._case:
+            self._shared.clear()
+            self._case = case
+        self.repeat, self.repeats = repeat, repeats
 
     @property
     def llm(self) -> Any:
@@ -97,8 +113,7 @@ class QuantModel:
             _misuse(f"generate: stop: expected a string or a list of strings, got {_brief(stop)}")
         n = self._tokens_budget("generate", max_tokens)
         stops, params = stop_list(stop), {**self._params, **kw}
-        return self._run("complete", dict(prompt=prompt, max_tokens=n, stop=stops, params=params),
-                         lambda m: m.complete(prompt, max_tokens=n, stop=stops, params=params))
+        return self._run("complete", dict(prompt=prompt, max_tokens=n, stop=stops, params=params))
 
     def chat(self, message_or_messages: str | Sequence[Message], *, max_tokens: int | None = None,
              system: str | None = None, **kw: Any) -> str:
@@ -119,8 +134,7 @@ class QuantModel:
             messages.insert(0, {"role": "system", "content": system})
         n = self._tokens_budget("chat", max_tokens)
         params = {**self._params, **kw}
-        return self._run("chat", dict(messages=[dict(m) for m in messages], max_tokens=n, params=params),
-                         lambda m: m.chat(messages, max_tokens=n, params=params))
+        return self._run("chat", dict(messages=[dict(m) for m in messages], max_tokens=n, params=params))
 
     def _tokens_budget(self, fn: str, max_tokens: int | None) -> int:
         """``None`` is the configured default; anything else must be a real budget: 0 or -1
@@ -135,20 +149,76 @@ class QuantModel:
                     "lower it or raise n_ctx in quantgate.yaml")
         return max_tokens
 
-    def _run(self, op: str, request: dict[str, Any], call: Callable[[LoadedModel], Completion]) -> str:
+    def _run(self, op: str, request: dict[str, Any]) -> str:
         """Answer from the cache, or make the call, record it and cache it; return its text. A
-        crashed worker fails the test cleanly."""
+        crashed worker fails the test cleanly.
+
+        Under repeats, a sampled call runs with its repeat's seed (seed + repeat) and is
+        answered by one decode of every repeat as parallel sequences (``_from_batch``); a
+        greedy call is made by the first repeat and its answer serves the others.
+        """
         __tracebackhide__ = True
-        key, hit = self._lookup(op, request, completion_from_dict)
-        if hit is not None:
-            self._on_hit(hit)
-            c = hit
+        sampled = not greedy(op, request["params"])
+        batch, base = 1, 0
+        if self.repeat is not None and sampled:
+            seed = request["params"].get("seed")
+            base = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0
+            request = {**request, "params": {**request["params"], "seed": base + self.repeat}}
+        memo = _memo_key(op, request) if self.repeat is not None else None
+        c: Completion | None = None
+        if memo is not None and sampled and self.repeats > 1 and memo not in self._shared:
+            self._decode_repeats(op, request, base)
+        if memo is not None and memo in self._shared:
+            c, batch = self._shared[memo]
+            if self._on_shared is not None:
+                self._on_shared(c, batch)
+            self._record(op, request, c, batch=batch, reused=not sampled)
         else:
-            c = self._live(call)
-            self._store(key, completion_to_dict(c))
-        self._record(op, request, c)
+            key, hit = self._lookup(op, request, completion_from_dict)
+            if hit is not None:
+                self._on_hit(hit)
+                c = hit
+            else:
+                c = self._live(lambda m: _call_with(m, op, request))
+                self._store(key, completion_to_dict(c))
+            if memo is not None and not sampled:
+                self._shared[memo] = (c, 1)
+            self._record(op, request, c)
         self.last = c
         return c.text
+
+    def _decode_repeats(self, op: str, request: dict[str, Any], base: int) -> None:
+        """Decode every repeat of this sampled call at once: the prompt once, then one
+        sequence per repeat with its own seed (``batched.py``), answers kept for the case's
+        other repeats. The whole set is decoded whichever repeat asks first, so a ``-k``
+        subset gets the full run's answers. When the backend cannot batch the call nothing is
+        kept and each repeat makes it alone with its seed."""
+        __tracebackhide__ = True
+        seeds = [base + r for r in range(self.repeats)]
+        asks = [{**request, "params": {**request["params"], "seed": s}} for s in seeds]
+        # keyed apart from single calls: a batch's answer is a batch's, bit for bit
+        found = [self._lookup(op, {**a, "batch": self.repeats}, completion_from_dict) for a in asks]
+        answers = [hit for _, hit in found if hit is not None]
+        if len(answers) == len(asks):
+            for _ in found:
+                self._on_hit(None)  # counted as cached; tokens are kept when a repeat uses it
+        else:
+            loaded = self._loaded()
+            decode = getattr(loaded, "batch", None)
+            if decode is None:
+                return
+            result = self._live(lambda _: decode(op, request, seeds))
+            if result is None:
+                return
+            answers = list(result.completions)
+            for (key, _), c in zip(found, answers, strict=True):
+                self._store(key, completion_to_dict(c))
+            if self._on_batch is not None:
+                self._on_batch(result)
+        for a, c in zip(asks, answers, strict=True):
+            k = _memo_key(op, a)
+            if k is not None:
+                self._shared[k] = (c, self.repeats)
 
     def _lookup(self, op: str, request: dict[str, Any],
                 parse: Callable[[Any], T | None]) -> tuple[dict[str, Any] | None, T | None]:
@@ -166,12 +236,19 @@ class QuantModel:
         if self._cache is not None:
             self._cache.on_hit(hit)
 
-    def _record(self, op: str, request: dict[str, Any], c: Completion) -> None:
+    def _record(self, op: str, request: dict[str, Any], c: Completion, *, batch: int = 1,
+                reused: bool = False) -> None:
         if self._transcript is None:
             return
         prompt = c.prompt_text or (request["prompt"] if op == "complete" else "\n".join(
             f"{m['role']}: {m['content']}" for m in request["messages"]))  # a backend without tokens
-        self._transcript(transcript(op, prompt, c.text, c))
+        entry = transcript(op, prompt, c.text, c)
+        if self.repeat is not None:
+            entry["repeat"] = self.repeat
+            entry["seed"] = request["params"].get("seed")
+            entry["batch"] = batch  # sequences decoded together with this one
+            entry["reused"] = reused  # a greedy answer made once for every repeat
+        self._transcript(entry)
 
     def _live(self, call: Callable[[LoadedModel], T]) -> T:
         __tracebackhide__ = True
@@ -279,6 +356,23 @@ class QuantModel:
 
     def __repr__(self) -> str:
         return f"<QuantModel {self.variant.name} {self.variant.path.name}>"
+
+
+def _memo_key(op: str, request: Mapping[str, Any]) -> str | None:
+    """The request as one canonical string; None when it is not plain data."""
+    import json
+
+    if not plain(dict(request)):
+        return None
+    return json.dumps([op, request], sort_keys=True)
+
+
+def _call_with(m: LoadedModel, op: str, request: Mapping[str, Any]) -> Completion:
+    """The call as ``request`` says (the repeat's seed in its params)."""
+    if op == "complete":
+        return m.complete(request["prompt"], max_tokens=request["max_tokens"], stop=request["stop"],
+                          params=request["params"])
+    return m.chat(request["messages"], max_tokens=request["max_tokens"], params=request["params"])
 
 
 TRANSCRIPT_CHARS = 4000  # per prompt or reply: a long document prompt must not swell the report

@@ -60,7 +60,8 @@ def case_record(report: pytest.TestReport, case: dict[str, Any],
         message = str(getattr(report, "wasxfail", "")).removeprefix(MISS_PREFIX)
     elif outcome in ("failed", "error"):
         message = one_line(report.longreprtext.strip().splitlines()[-1] if report.longreprtext else "")
-    return CaseRecord(report.nodeid, case["variant"], case["group"], outcome, message)
+    return CaseRecord(report.nodeid, case["variant"], case["group"], outcome, message,
+                      repeat=case.get("repeat"))
 
 
 def _outcome(report: pytest.TestReport) -> str | None:

@@ -17,6 +17,7 @@ from .config import GATES, ISOLATIONS, ConfigError, Settings, find_config, load_
 from .constants import MARKER, PARAM
 from .model import QuantModel
 from .backend import LoadError
+from .repeats import without_repeat
 from .rubric import RUBRIC_KEYS
 from .session import SESSION_KEY, QuantSession
 from .variants import BrokenVariant, Variant, check_same_model, name_from_metadata, resolve
@@ -257,12 +258,25 @@ def quant_variant(request: pytest.FixtureRequest) -> Variant:
 
 
 @pytest.fixture
-def quant_model(request: pytest.FixtureRequest, quant_variant: Variant) -> QuantModel:
+def quant_repeat(request: pytest.FixtureRequest) -> int | None:
+    """Which repeat of its case this test runs (``quant_rubric(repeats=N)``): 0 .. N-1, its
+    sampled calls seeded seed + repeat; None when the case is not repeated."""
+    r = getattr(request, "param", None)
+    return int(r) if r is not None else None
+
+
+@pytest.fixture
+def quant_model(request: pytest.FixtureRequest, quant_variant: Variant, quant_repeat: int | None) -> QuantModel:
     """The variant's model: ``generate()``, ``chat()``, ``.variant`` and ``.llm``. Loaded now,
     or on its first call the result cache cannot answer when no gate needs live figures."""
     qs = _session(request.config)
     try:
-        return qs.pool.get(quant_variant, lazy=qs.lazy)
+        model = qs.pool.get(quant_variant, lazy=qs.lazy)
     except LoadError as exc:
         reason = str(exc)
+    else:
+        nodeid = request.node.nodeid
+        case = nodeid if quant_repeat is None else without_repeat(nodeid, quant_repeat)
+        model.begin(case, quant_repeat, qs.repeats_of(request.node) if quant_repeat is not None else 1)
+        return model
     pytest.fail(reason, pytrace=False)  # outside the except: no chained traceback

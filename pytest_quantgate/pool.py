@@ -86,7 +86,9 @@ class ModelPool:
             self._model = QuantModel(
                 variant, lambda: self.acquire(variant), self._generation, self._seed,
                 lambda loaded, call: self._measured(variant.name, loaded, call),
-                n_ctx=self._n_ctx, cache=cache, transcript=self._transcript)
+                n_ctx=self._n_ctx, cache=cache, transcript=self._transcript,
+                on_shared=lambda c, _: self._reused(variant.name, c),
+                on_batch=lambda result: self._batched(variant.name, result))
         if not lazy:
             self.acquire(variant)
         return self._model
@@ -181,6 +183,19 @@ class ModelPool:
         self.stats[name].cached_calls += 1
         if c is not None:
             self._keep_tokens(c)
+
+    def _reused(self, name: str, c: Completion) -> None:
+        """A repeat answered by its case's batch, or by a greedy call made once: its tokens
+        serve fidelity like a live call's; its cost was billed to the decode that made it."""
+        self.stats[name].reused_calls += 1
+        self._keep_tokens(c)
+
+    def _batched(self, name: str, result: Any) -> None:
+        stats = self.stats[name]
+        stats.batches += 1
+        stats.batch_sequences += int(result.sequences)
+        stats.batch_tokens += int(result.generated_tokens)
+        stats.batch_seconds += float(result.wall_seconds)
 
     def _keep_tokens(self, c: Completion) -> None:
         """The call's tokens and prompt, for the test that made it (fidelity scores them)."""

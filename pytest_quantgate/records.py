@@ -18,10 +18,16 @@ class CaseRecord:
     outcome: str  # one of OUTCOMES
     message: str = ""  # the miss's assertion, the failure's last line, the skip's reason
     calls: tuple[dict[str, Any], ...] = ()  # each model call's transcript (model.transcript)
+    repeat: int | None = None  # which repeat of its case this item ran (rubric repeats > 1)
+    repeats: tuple[str, ...] = ()  # a case judged over repeats: each repeat's outcome, in order
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nodeid": self.nodeid, "key": case_key(self.nodeid, self.variant), "group": self.group,
-                "outcome": self.outcome, "message": self.message, "calls": list(self.calls)}
+        d: dict[str, Any] = {"nodeid": self.nodeid, "key": case_key(self.nodeid, self.variant), "group": self.group,
+             "outcome": self.outcome, "message": self.message, "calls": list(self.calls)}
+        if self.repeats:
+            ran = [o for o in self.repeats if o != "skipped"]
+            d["repeats"] = {"passed": ran.count("passed"), "ran": len(ran), "outcomes": list(self.repeats)}
+        return d
 
 
 @dataclass
@@ -51,6 +57,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     no_verdict: bool = False  # no case was evaluated: nothing to judge, so never a pass
     undecided: int = 0  # cases --quant-decide-early did not run; accuracy is then an upper bound
+    repeats: dict[str, Any] | None = None  # sampled repeats: repeats.repeat_figures()
     passed: bool = False
 
     def to_dict(self) -> dict[str, Any]:

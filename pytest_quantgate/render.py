@@ -51,6 +51,7 @@ def render_lines(summary: Summary) -> list[str]:
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     lines += _comparison_lines(summary)
     lines += _flip_lines(summary)
+    lines += _repeat_lines(summary)
     cache = _cache_line(summary)
     if cache:
         lines.append(cache)
@@ -116,6 +117,31 @@ def _flip_lines(summary: Summary) -> list[str]:
             parts = ([f"{len(lost)} lost ({_names(lost)})"] if lost else []) + (
                 [f"{len(gained)} gained ({_names(gained)})"] if gained else [])
             out.append(f"{r.name} {summary.label(g)} flipped vs {summary.reference}: " + "; ".join(parts))
+    return out
+
+
+def _repeat_lines(summary: Summary) -> list[str]:
+    """Sampled repeats: per (group, variant) the pass-rate figures; per variant the batched
+    decodes' throughput, all sequences together (single-stream speed is the table's)."""
+    out: list[str] = []
+    for r in summary.rows:
+        for g, gr in r.groups.items():
+            f = gr.repeats
+            if not f:
+                continue
+            lo, hi = f["pass_rate_ci"]
+            at = ", ".join(f"pass@{k} {v:.2f}" for k, v in (f.get("pass_at_k") or {}).items())
+            hat = ", ".join(f"pass^{k} {v:.2f}" for k, v in (f.get("pass_hat_k") or {}).items() if k != "1")
+            out.append(f"{summary.label(g)} on {r.name}: {f['repeats']} repeats, mean pass rate "
+                       f"{f['mean_pass_rate']:.2f} [{lo:.2f}-{hi:.2f}]; {at}; {hat}; a case passes at "
+                       f">= {f['case_pass_rate']:g} of its repeats; {f['flaky_cases']} of {f['cases']} "
+                       "cases flaky")
+    for r in summary.rows:
+        b = r.batched
+        if b and b.get("tokens_per_second"):
+            out.append(f"{r.name} batched repeats: {b['batches']} decodes, {b['sequences']} sequences, "
+                       f"{b['tokens_per_second']:.1f} tok/s over all sequences together "
+                       "(throughput, not the speed one user sees)")
     return out
 
 

@@ -31,6 +31,9 @@ RUBRIC_KEYS: Mapping[str, tuple[str, str]] = {
     "max_memory_vs_reference": ("max", "memory over the reference's, both measured in this run"),
     "max_speed_drop": ("max", "allowed fall of probed decode tok/s below the baseline's, 0..1, beyond noise"),
     "max_memory_growth": ("max", "allowed growth of memory over the baseline's, as a fraction (0.1 = 10%)"),
+    "repeats": ("min", "sampled runs of every case (seeds seed, seed+1, ...); greedy calls are made once"),
+    "case_pass_rate": ("min", "with repeats: share of a case's repeats that must pass for the case to pass "
+                              "(default 1: all)"),
     "accuracy_bound": ("mode", "point (default), lower (the 95% Wilson lower bound must clear accuracy) "
                                "or upper (fail only when even the upper bound is below it)"),
 }
@@ -39,7 +42,8 @@ SPEED_KEYS = ("tokens_per_second", "prompt_tokens_per_second", "min_speedup_vs_r
               "max_speed_drop")
 RELATIVE_KEYS = ("min_speedup_vs_reference", "max_memory_vs_reference")
 FRACTION_KEYS = ("accuracy", "max_accuracy_drop", "max_drop_vs_reference", "min_top1_agreement",
-                 "max_speed_drop")
+                 "max_speed_drop", "case_pass_rate")
+MAX_REPEATS = 64  # one batch of parallel sequences; more is a different experiment
 FIDELITY_KEYS = ("max_kld", "min_top1_agreement", "max_perplexity_ratio")
 
 class RubricError(Exception):
@@ -63,6 +67,8 @@ class Rubric:
     max_memory_vs_reference: float | None = None
     max_speed_drop: float | None = None
     max_memory_growth: float | None = None
+    repeats: float | None = None  # a whole number >= 1; a float like every threshold
+    case_pass_rate: float | None = None
     accuracy_bound: str | None = None  # one of ACCURACY_BOUNDS; None means point
 
     def merged(self, override: Rubric) -> Rubric:
@@ -93,9 +99,27 @@ class Rubric:
             "memory_mb", "load_seconds", "max_memory_vs_reference", "max_memory_growth")))
 
     @property
+    def n_repeats(self) -> int:
+        return int(self.repeats or 1)
+
+    @property
+    def pass_rate(self) -> float:
+        """The share of a case's repeats that must pass; all of them unless set."""
+        return 1.0 if self.case_pass_rate is None else self.case_pass_rate
+
+    @property
+    def required_accuracy(self) -> float | None:
+        """The accuracy bar: with repeats and no accuracy set, every case must pass (at its
+        pass rate), so a group that only asks for repeats is still judged."""
+        if self.accuracy is None and self.n_repeats > 1:
+            return 1.0
+        return self.accuracy
+
+    @property
     def counts_misses(self) -> bool:
-        """With an accuracy below 1, a failed assertion is a miss that counts, not a failure."""
-        return self.accuracy is not None and self.accuracy < 1
+        """With an accuracy below 1, a failed assertion is a miss that counts, not a failure;
+        with repeats, one failed repeat is a miss too (the case's pass rate decides)."""
+        return (self.accuracy is not None and self.accuracy < 1) or self.n_repeats > 1
 
 
 def parse_rubric(values: Mapping[str, Any]) -> Rubric:
@@ -121,6 +145,8 @@ def parse_rubric(values: Mapping[str, Any]) -> Rubric:
             raise RubricError(f"{key}: expected a number between 0 and 1, got {show(value)}")
         if key not in FRACTION_KEYS and v <= 0:
             raise RubricError(f"{key}: expected a positive number, got {show(value)}")
+        if key == "repeats" and (v != int(v) or not 1 <= v <= MAX_REPEATS):
+            raise RubricError(f"repeats: expected a whole number from 1 to {MAX_REPEATS}, got {show(value)}")
         out[key] = v
     return Rubric(**out)
 
@@ -164,8 +190,8 @@ class GroupFigures:
 def evaluate(rubric: Rubric, fig: GroupFigures) -> list[str]:
     """One line per missed threshold, measured against required; empty when the rubric holds."""
     reasons: list[str] = []
-    if rubric.accuracy is not None:
-        _check_accuracy(reasons, rubric.accuracy, rubric.accuracy_bound or "point", fig)
+    if rubric.required_accuracy is not None:
+        _check_accuracy(reasons, rubric.required_accuracy, rubric.accuracy_bound or "point", fig)
     _check_min(reasons, "speed", fig.tokens_per_second, rubric.tokens_per_second, "tok/s", fig.speed_range)
     _check_min(reasons, "prompt speed", fig.prompt_tokens_per_second, rubric.prompt_tokens_per_second,
                "tok/s", fig.prompt_speed_range)

@@ -20,7 +20,7 @@ import pytest
 from .collection import Arranged, Group, Groups, RubricItem, arrange, variant_of
 from .config import Settings
 from .cache import FORMAT as CACHE_FORMAT, ResultCache, llama_build
-from .constants import CASE_PROP, VARIANT_PROP, VERDICT_PROP
+from .constants import CASE_PROP, MARKER, PARAM, VARIANT_PROP, VERDICT_PROP
 from .early import EarlyDecisions
 from .judge import Evidence, judge, outcomes, undecided, unjudged
 from .measure import CallTotals
@@ -29,6 +29,8 @@ from .outputs import baseline_step, write_outputs
 from .backend import LoadError
 from .pool import ModelPool
 from .records import CaseRecord, Verdict, case_key
+from .repeats import REPEAT_FIXTURE, aggregate, repeat_id
+from .rubric import RubricError, parse_rubric
 from .reference import ReferenceScores
 from .render import render_lines
 from .report import environment, run_record
@@ -141,6 +143,28 @@ class QuantSession:
             tr.currentfspath = -2  # pytest's own way to re-print the file name before the next dot
 
     # -- collection ------------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)  # after every other parametrization: the repeat is the
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:  # innermost, last id part
+        """``quant_rubric(repeats=N)``: each case becomes N items, one per repeat, next to
+        each other (``test_x[Q4_K_M-case-rep0]`` ... ``-rep7]``)."""
+        if PARAM not in metafunc.fixturenames or REPEAT_FIXTURE not in metafunc.fixturenames:
+            return
+        n = self.settings.rubric_defaults.n_repeats
+        for mark in metafunc.definition.iter_markers(MARKER):  # closest first
+            if "repeats" in mark.kwargs:
+                try:
+                    n = parse_rubric({"repeats": mark.kwargs["repeats"]}).n_repeats
+                except RubricError:
+                    n = 1  # reported with the item's node id when its group is formed
+                break
+        if n > 1:
+            metafunc.parametrize(REPEAT_FIXTURE, range(n), ids=[repeat_id(r) for r in range(n)],
+                                 indirect=True)
+
+    def repeats_of(self, item: pytest.Item) -> int:
+        group = self.groups.of(item)
+        return group.rubric.n_repeats if group is not None else 1
+
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection, so verdicts match what runs
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
@@ -233,7 +257,9 @@ class QuantSession:
         variant = variant_of(item)
         group = self.arranged.item_group.get(item.nodeid)
         if variant is not None and not isinstance(item, RubricItem) and call.when == "setup":
-            item.user_properties.append((CASE_PROP, {"variant": variant, "group": group}))
+            callspec = getattr(item, "callspec", None)
+            repeat = callspec.params.get(REPEAT_FIXTURE) if callspec is not None else None
+            item.user_properties.append((CASE_PROP, {"variant": variant, "group": group, "repeat": repeat}))
         if variant is not None and call.when == "teardown" and variant in self.pool.stats:
             item.user_properties.append((VARIANT_PROP, self.pool.stats[variant].to_dict()))
         outcome = yield
@@ -287,11 +313,24 @@ class QuantSession:
 
     # -- judging ----------------------------------------------------------------------------
     def _cases(self, group: str, variant: str) -> list[CaseRecord]:
+        """The group's items on ``variant``, one record per repeat (what fidelity scores)."""
         return [c for c in self.cases.values() if c.group == group and c.variant == variant]
+
+    def _judged(self, group: str, variant: str) -> list[CaseRecord]:
+        """The group's cases on ``variant``, each case's repeats folded into one record."""
+        return self.records(self._cases(group, variant))
+
+    def records(self, cases: list[CaseRecord] | None = None) -> list[CaseRecord]:
+        """Case records as judged: a case run over repeats is one record."""
+        def rate(group: str | None) -> float:
+            g = self.groups.by_key.get(group or "")
+            return g.rubric.pass_rate if g is not None else 1.0
+
+        return aggregate(list(self.cases.values()) if cases is None else cases, rate)
 
     def judge(self, group: Group, variant: str) -> Verdict:
         """The verdict test's body: gather what was recorded, judge it (never lose it)."""
-        cases = self._cases(group.key, variant)
+        cases = self._judged(group.key, variant)
         try:
             return judge(group.key, variant, group.rubric, self._evidence(group, variant, cases))
         except Exception as exc:  # never lose the verdict: record it as a failed one
@@ -302,7 +341,7 @@ class QuantSession:
         variant = self.variants[variant_name]
         stats = self.pool.stats.get(variant_name)
         calls = CallTotals()
-        for c in cases:
+        for c in self._cases(group.key, variant_name):  # per item: totals are kept by node id
             t = self.pool.test_totals.get(c.nodeid)
             if t is not None:
                 calls.merge(t)
@@ -312,7 +351,7 @@ class QuantSession:
         ref = self.settings.reference
         ref_cases, source = None, "this run"
         if ref is not None and group.rubric.max_drop_vs_reference is not None:
-            ref_cases = outcomes(self._cases(group.key, ref), ref) if ref in self.selected else {}
+            ref_cases = outcomes(self._judged(group.key, ref), ref) if ref in self.selected else {}
             if not ref_cases and self.baseline is not None:
                 ref_cases, source = self._baseline_cases(ref, group.key) or {}, "the baseline"
         ref_stats = self.pool.stats.get(ref) if ref is not None else None
@@ -357,7 +396,7 @@ class QuantSession:
             d = v.to_dict() if isinstance(v, Variant) else {"name": v.name, "path": str(v.path), "size_bytes": 0}
             d["stats"] = self._stats(name)
             info[name] = d
-        return build_summary(variants=info, cases=list(self.cases.values()), verdicts=self.verdicts,
+        return build_summary(variants=info, cases=self.records(), verdicts=self.verdicts,
                              gate=self.gate, incomplete=incomplete, environment=environment(self.settings),
                              reference=self.settings.reference)
 
@@ -375,7 +414,7 @@ class QuantSession:
         Cases skipped in this run are kept either way: a skip is not evidence."""
         narrowed = self._narrowed()
         skipped: dict[str, dict[str, list[str]]] = {}
-        for c in self.cases.values():
+        for c in self.records():
             if c.outcome == "skipped" and c.group is not None:
                 skipped.setdefault(c.variant, {}).setdefault(c.group, []).append(case_key(c.nodeid, c.variant))
         return {"keep_unseen": narrowed, "skipped": skipped}
@@ -389,7 +428,7 @@ class QuantSession:
         interrupted = (exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
                        or bool(session.shouldfail))
         self.summary = summary = self.build(incomplete=interrupted)
-        step = baseline_step(summary, list(self.cases.values()), self.settings,
+        step = baseline_step(summary, self.records(), self.settings,
                              path=self.baseline_path, compared=self.baseline,
                              update=self.update_baseline, interrupted=interrupted,
                              scope=self._bless_scope())

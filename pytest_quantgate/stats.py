@@ -14,8 +14,9 @@ from typing import Any
 Z95 = 1.959963984540054  # the 97.5th percentile of the standard normal
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval for ``k`` successes in ``n`` trials."""
+def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval for ``k`` successes in ``n`` trials (``k`` may be a mean
+    times ``n``: see ``repeats.repeat_figures``)."""
     if n <= 0:
         return (0.0, 1.0)
     p = k / n

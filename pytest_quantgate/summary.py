@@ -45,6 +45,8 @@ class VariantRow:
     probe: dict[str, Any] | None = None  # the speed probe: median/min/max/spread per figure
     live_calls: int = 0  # calls the model answered in this run
     cached_calls: int = 0  # calls the result cache answered
+    reused_calls: int = 0  # repeats answered by their case's batch or a greedy call made once
+    batched: dict[str, Any] | None = None  # repeats decoded as parallel sequences: all-sequence throughput
     cases: list[dict[str, Any]] = field(default_factory=list)  # CaseRecord.to_dict(), transcripts included
 
     @property
@@ -153,6 +155,8 @@ def build_summary(
                 probe=stats.get("probe"),
                 live_calls=int((stats.get("calls") or {}).get("calls", 0)),
                 cached_calls=int(stats.get("cached_calls", 0)),
+                reused_calls=int(stats.get("reused_calls", 0)),
+                batched=stats.get("batched"),
                 cases=[c.to_dict() for c in mine],
             )
         )

@@ -87,6 +87,7 @@ def build_tiny_ladder(out: Path) -> TinyLadder:
 FAKE_CONFTEST = '''
 import json
 import os
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,8 @@ class FakeModel:
         self.name = name
         self.wrong = script.get("wrong", {}).get(name, {})
         self.broken = script.get("raise", {}).get(name, [])
+        self.wrong_seeds = script.get("wrong_seeds", {}).get(name, {})  # prompt -> seeds that miss
+        self.batches = script.get("batch", True)  # has a batched decode of repeats
         self.speed = float(script.get("speed", {}).get(name, 100.0))
         # What the model reports, like a worker process measuring itself, so memory_mb is
         # deterministic; None: it does not measure itself (the plugin measures the process)
@@ -121,13 +124,16 @@ class FakeModel:
         self.memory_bytes = None if memory is None else int(float(memory) * 1_000_000)
         self.closed = False
 
-    def _completion(self, prompt):
-        _event("call", self.name, prompt)
+    def _completion(self, prompt, params=None, event="call"):
+        _event(event, self.name, prompt)
         if self.closed:
             raise RuntimeError(f"{self.name} was called after close()")
         if prompt in self.broken:
             raise RuntimeError(f"{self.name} broke on {prompt}")
         text = self.wrong.get(prompt, prompt)
+        params = params or {}
+        if params.get("temperature", 0) > 0 and params.get("seed") in self.wrong_seeds.get(prompt, ()):
+            text = "sampled wrong"  # sampling: this seed's answer misses
         return Completion(
             text=text, prompt_tokens=len(prompt), completion_tokens=GEN_TOKENS,
             wall_seconds=GEN_TOKENS / self.speed, prompt_eval_tokens=len(prompt),
@@ -136,10 +142,19 @@ class FakeModel:
         )
 
     def complete(self, prompt, *, max_tokens, stop, params):
-        return self._completion(prompt)
+        return self._completion(prompt, params)
 
     def chat(self, messages, *, max_tokens, params):
-        return self._completion(messages[-1]["content"])
+        return self._completion(messages[-1]["content"], params)
+
+    def batch(self, op, request, seeds):
+        if not self.batches:
+            return None
+        prompt = request["prompt"] if op == "complete" else request["messages"][-1]["content"]
+        _event("batch", self.name, len(seeds))
+        done = [self._completion(prompt, {**request["params"], "seed": s}, event="sequence") for s in seeds]
+        return SimpleNamespace(completions=done, wall_seconds=0.5, prompt_tokens=len(prompt),
+                               generated_tokens=GEN_TOKENS * len(seeds), sequences=len(seeds))
 
     def close(self):
         _event("close", self.name)
@@ -207,16 +222,20 @@ class FakeProject:
                speed: dict[str, float] | None = None, memory_mb: dict[str, float | None] | None = None,
                skip_load: list[str] | None = None,
                raise_on: dict[str, list[str]] | None = None,
-               fail_load: list[str] | None = None) -> None:
+               fail_load: list[str] | None = None,
+               wrong_seeds: dict[str, dict[str, list[int]]] | None = None, batch: bool = True) -> None:
         """What the fake does: ``wrong={"Q2_K": {"gamma": "nope"}}`` makes Q2_K answer
         "nope" to the prompt "gamma" (everything else is echoed back, i.e. right);
         ``raise_on={"Q2_K": ["gamma"]}`` makes that call raise RuntimeError; ``speed`` is
         tok/s (default 100), ``memory_mb`` what the model reports (default 50, None: nothing);
         ``skip_load`` variants make the load hook call ``pytest.skip``, ``fail_load`` ones
-        raise ConnectionError."""
+        raise ConnectionError; ``wrong_seeds={"Q2_K": {"alpha": [1, 3]}}`` makes sampled calls
+        (temperature > 0) of "alpha" with seed 1 or 3 miss; ``batch=False`` takes away the
+        fake's batched decode of repeats."""
         (self.path / "fake.json").write_text(json.dumps({
             "wrong": wrong or {}, "speed": speed or {}, "memory_mb": memory_mb or {},
             "skip_load": skip_load or [], "raise": raise_on or {}, "fail_load": fail_load or [],
+            "wrong_seeds": wrong_seeds or {}, "batch": batch,
         }))
 
     def args(self, *args: str) -> tuple[str, ...]:
