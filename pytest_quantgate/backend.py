@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from collections.abc import Mapping, Sequence
 
 if TYPE_CHECKING:
+    from .batched import BatchContext, BatchResult
     from .variants import Variant
 
 Message = Mapping[str, str]
@@ -89,6 +90,7 @@ class LlamaCppModel:
 
     def __init__(self, llm: Any) -> None:
         self._llm = llm
+        self._batch_context: BatchContext | None = None  # made on the first batch, kept
 
     @property
     def llm(self) -> Any:
@@ -142,7 +144,23 @@ class LlamaCppModel:
         )
         return self._completion(out, wall, perf, out["choices"][0]["message"]["content"] or "")
 
+    def batch(self, op: str, request: Mapping[str, Any],
+              seeds: Sequence[int]) -> BatchResult | None:
+        """The sampled answers of one call for each seed, decoded as parallel sequences over
+        one prompt evaluation (see batched.py); each is the answer ``complete``/``chat`` give
+        with that seed. None when the request is not one that reproduces exactly: the caller
+        then makes the calls one after another. Not part of ``LoadedModel``: callers look it
+        up with ``getattr(loaded, "batch", None)``."""
+        from .batched import BatchContext, decode_repeats
+
+        if self._batch_context is None:
+            self._batch_context = BatchContext()
+        return decode_repeats(self._llm, op, request, seeds, context=self._batch_context)
+
     def close(self) -> None:
+        if self._batch_context is not None:  # its llama_context before the model it uses
+            self._batch_context.close()
+            self._batch_context = None
         self._llm.close()
 
 

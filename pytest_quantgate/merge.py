@@ -116,7 +116,8 @@ def shard(name: str, data: dict[str, Any]) -> Shard:
 def _row_cases(row: dict[str, Any]) -> list[CaseRecord]:
     v = row["name"]
     if "cases" in row:
-        return [CaseRecord(c["nodeid"], v, c["group"], c["outcome"], c["message"], tuple(c.get("calls", ())))
+        return [CaseRecord(c["nodeid"], v, c["group"], c["outcome"], c["message"], tuple(c.get("calls", ())),
+                           repeats=tuple(c.get("repeats", {}).get("outcomes", ())))
                 for c in row["cases"]]
     # An older report without the row's cases: grouped cases from the groups, ungrouped failures from
     # failed_tests, failures first in their recorded order (the row's reason names the first).

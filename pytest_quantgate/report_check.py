@@ -36,7 +36,8 @@ _TOP = {"schema": int, "model": str, "reference": str | None, "gate": str, "inco
 _TOP_OPTIONAL = {"quantgate": str, "config": str, "baseline": dict[str, Any],
                  SHA256_KEY: dict[str, str], OTHER_FAILURES_KEY: int}
 _CASE = {"nodeid": str, "group": str | None, "outcome": str, "message": str}
-_CASE_OPTIONAL = {"calls": list[dict[str, Any]]}  # transcripts: the Markdown and HTML show them
+_CASE_OPTIONAL = {"calls": list[dict[str, Any]],  # transcripts: the Markdown and HTML show them
+                  "repeats": dict[str, Any]}  # a case run over repeats: each repeat's outcome
 
 
 class InvalidReport(Exception):
@@ -128,6 +129,9 @@ def _row(where: str, row: dict[str, Any], groups: list[str]) -> None:
         _fields(f"{where}.cases[{j}].", c, _CASE_OPTIONAL, required=False)
         if c["outcome"] not in OUTCOMES or (c["group"] is not None and c["group"] not in groups):
             raise InvalidReport(f"{where}.cases[{j}]: unknown outcome or group")
+        reps = c.get("repeats", {}).get("outcomes", [])
+        if not isinstance(reps, list) or not all(o in OUTCOMES for o in reps):
+            raise InvalidReport(f"{where}.cases[{j}].repeats.outcomes: expected a list of outcomes")
     if not isinstance(row.get(STATS_KEY, {}), dict):
         raise InvalidReport(f"{where}.{STATS_KEY}: expected an object")
 

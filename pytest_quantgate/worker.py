@@ -11,11 +11,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Mapping, Sequence
 
 from .backend import Completion, Message, ModelCrashed, stop_list
 from .variants import Variant
+
+if TYPE_CHECKING:
+    from .batched import BatchResult
 
 
 def serve(conn: Any, model_path: str, llama_kwargs: dict[str, Any]) -> None:
@@ -45,12 +48,24 @@ def serve(conn: Any, model_path: str, llama_kwargs: dict[str, Any]) -> None:
             conn.send(("ok", None))
             break
         try:
-            completion = model.complete(**kwargs) if op == "complete" else model.chat(**kwargs)
+            if op == "batch":
+                result = model.batch(**kwargs)
+                answer: dict[str, Any] = {"batch": None if result is None else asdict(result)}
+            else:
+                completion = model.complete(**kwargs) if op == "complete" else model.chat(**kwargs)
+                answer = {"completion": asdict(completion)}
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
             continue
-        peak = max(peak, proc.memory_info().rss)
-        conn.send(("ok", {"completion": asdict(completion), "memory_bytes": peak - base}))
+        peak = max(peak, proc.memory_info().rss)  # the batch context's KV cache counts too
+        conn.send(("ok", {**answer, "memory_bytes": peak - base}))
+
+
+def _completion(data: Mapping[str, Any]) -> Completion:
+    """A Completion rebuilt from its asdict form; tokens as a tuple whatever carried it."""
+    fields = dict(data)
+    fields["tokens"] = tuple(fields.get("tokens", ()))
+    return Completion(**fields)
 
 
 class WorkerModel:
@@ -117,7 +132,7 @@ class WorkerModel:
             self.crashed = f"llama.cpp crashed while running {self.variant.name} ({how})"
         return self.crashed
 
-    def _call(self, op: str, **kwargs: Any) -> Completion:
+    def _request(self, op: str, kwargs: dict[str, Any]) -> Any:
         try:
             self._conn.send((op, kwargs))
         except (BrokenPipeError, ConnectionError, OSError):
@@ -125,9 +140,26 @@ class WorkerModel:
             raise ModelCrashed(self._death()) from None
         payload = self._receive()
         self.memory_bytes = int(payload["memory_bytes"])
-        data = dict(payload["completion"])
-        data["tokens"] = tuple(data.get("tokens", ()))
-        return Completion(**data)
+        return payload
+
+    def _call(self, op: str, **kwargs: Any) -> Completion:
+        return _completion(self._request(op, kwargs)["completion"])
+
+    def batch(self, op: str, request: Mapping[str, Any],
+              seeds: Sequence[int]) -> BatchResult | None:
+        """``LlamaCppModel.batch`` in the worker: R seeds' answers over one prompt
+        evaluation, or None (make the calls one by one)."""
+        from .batched import BatchResult
+
+        req = dict(request)
+        if "messages" in req:
+            req["messages"] = [dict(m) for m in req["messages"]]
+        req["params"] = dict(req.get("params") or {})
+        data = self._request("batch", {"op": op, "request": req,
+                                       "seeds": [int(s) for s in seeds]})["batch"]
+        if data is None:
+            return None
+        return BatchResult(**{**data, "completions": [_completion(c) for c in data["completions"]]})
 
     def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str] | None,
                  params: Mapping[str, Any]) -> Completion:
