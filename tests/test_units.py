@@ -45,7 +45,11 @@ def test_prefix_needs_underscore_boundary() -> None:
      "prompt_tokens_per_second, memory_mb, disk_mb, load_seconds, max_accuracy_drop, "
      "max_drop_vs_reference, max_kld, min_top1_agreement, max_perplexity_ratio, "
      "min_speedup_vs_reference, max_memory_vs_reference, max_speed_drop, max_memory_growth, "
-     "accuracy_bound"),
+     "repeats, case_pass_rate, accuracy_bound"),
+    ({"repeats": 0}, "repeats: expected a positive number, got 0"),
+    ({"repeats": 65}, "repeats: expected a whole number from 1 to 64, got 65"),
+    ({"repeats": 2.5}, "repeats: expected a whole number from 1 to 64, got 2.5"),
+    ({"case_pass_rate": 1.5}, "case_pass_rate: expected a number between 0 and 1, got 1.5"),
     ({"accuracy": 1.5}, "accuracy: expected a number between 0 and 1, got 1.5"),
     ({"accuracy": "high"}, "accuracy: expected a number, got 'high'"),
     ({"memory_mb": -1}, "memory_mb: expected a positive number, got -1"),
