@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Iterator, Mapping, Sequence
 
-from .backend import Completion, stop_list
+from .completion import Completion, stop_list
 
 # llama-cpp-python's own sampler/decoding defaults are read from its signatures through the
 # proxy; these are only the generation keywords whose effect we reproduce exactly.

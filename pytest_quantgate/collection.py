@@ -15,7 +15,7 @@ import pytest
 from .constants import MARKER, PARAM, VERDICT_PROP
 from .display import show
 from .records import CaseRecord, Verdict, case_key
-from .repeats import REPEAT_FIXTURE, without_repeat
+from .repeats import REPEAT_FIXTURE, repeat_id, without_repeat
 from .rubric import RELATIVE_KEYS, Rubric, RubricError, parse_rubric
 
 FLAT_FIGURES = ("accuracy", "tokens_per_second", "memory_mb", "disk_mb", "load_seconds")
@@ -65,6 +65,22 @@ def _repeat(item: pytest.Item) -> int | None:
 
 def _no_repeat(nodeid: str, repeat: int | None) -> str:
     return nodeid if repeat is None else without_repeat(nodeid, repeat)
+
+
+def parametrize_repeats(metafunc: pytest.Metafunc, defaults: Rubric) -> None:
+    """``quant_rubric(repeats=N)``: the function's cases become N items each, one per repeat,
+    next to each other (``test_x[Q4_K_M-case-rep0]`` ... ``-rep7]``): called after every other
+    parametrization, so the repeat is the innermost parameter and the last part of the id."""
+    n = defaults.n_repeats
+    for mark in metafunc.definition.iter_markers(MARKER):  # closest first
+        if "repeats" in mark.kwargs:
+            try:
+                n = parse_rubric({"repeats": mark.kwargs["repeats"]}).n_repeats
+            except RubricError:
+                n = 1  # reported with the item's node id when its group is formed
+            break
+    if n > 1:
+        metafunc.parametrize(REPEAT_FIXTURE, range(n), ids=[repeat_id(r) for r in range(n)], indirect=True)
 
 
 def variant_of(item: pytest.Item) -> str | None:

@@ -17,10 +17,10 @@ from typing import Any
 import psutil
 import pytest
 
-from .collection import Arranged, Group, Groups, RubricItem, arrange, variant_of
+from .collection import Arranged, Group, Groups, RubricItem, arrange, parametrize_repeats, variant_of
 from .config import Settings
 from .cache import FORMAT as CACHE_FORMAT, ResultCache, llama_build
-from .constants import CASE_PROP, MARKER, PARAM, VARIANT_PROP, VERDICT_PROP
+from .constants import CASE_PROP, PARAM, VARIANT_PROP, VERDICT_PROP
 from .early import EarlyDecisions
 from .judge import Evidence, judge, outcomes, undecided, unjudged
 from .measure import CallTotals
@@ -29,8 +29,7 @@ from .outputs import baseline_step, write_outputs
 from .backend import LoadError
 from .pool import ModelPool
 from .records import CaseRecord, Verdict, case_key
-from .repeats import REPEAT_FIXTURE, aggregate, repeat_id
-from .rubric import RubricError, parse_rubric
+from .repeats import REPEAT_FIXTURE, aggregate
 from .reference import ReferenceScores
 from .render import render_lines
 from .report import environment, run_record
@@ -147,19 +146,8 @@ class QuantSession:
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:  # innermost, last id part
         """``quant_rubric(repeats=N)``: each case becomes N items, one per repeat, next to
         each other (``test_x[Q4_K_M-case-rep0]`` ... ``-rep7]``)."""
-        if PARAM not in metafunc.fixturenames or REPEAT_FIXTURE not in metafunc.fixturenames:
-            return
-        n = self.settings.rubric_defaults.n_repeats
-        for mark in metafunc.definition.iter_markers(MARKER):  # closest first
-            if "repeats" in mark.kwargs:
-                try:
-                    n = parse_rubric({"repeats": mark.kwargs["repeats"]}).n_repeats
-                except RubricError:
-                    n = 1  # reported with the item's node id when its group is formed
-                break
-        if n > 1:
-            metafunc.parametrize(REPEAT_FIXTURE, range(n), ids=[repeat_id(r) for r in range(n)],
-                                 indirect=True)
+        if PARAM in metafunc.fixturenames and REPEAT_FIXTURE in metafunc.fixturenames:
+            parametrize_repeats(metafunc, self.settings.rubric_defaults)
 
     def repeats_of(self, item: pytest.Item) -> int:
         group = self.groups.of(item)
