@@ -10,7 +10,6 @@ one of k samples passes) and pass^k (all k pass), estimated without bias from R 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 from .records import CaseRecord
@@ -49,10 +48,11 @@ def case_outcome(outcomes: list[str], pass_rate: float) -> str:
     return "passed" if ran.count("passed") >= pass_rate * len(ran) - 1e-9 else "miss"
 
 
-def aggregate(cases: list[CaseRecord], pass_rate: Callable[[str | None], float]) -> list[CaseRecord]:
+def aggregate(cases: list[CaseRecord]) -> list[CaseRecord]:
     """One record per case: records without a repeat pass through; the repeats of a case
     become one record (in the position of its first repeat) with every repeat's outcome and
-    calls. ``pass_rate(group)`` is the share of repeats a case of that group needs."""
+    calls. Each repeat's record carries the share of repeats its case needs (recorded where
+    the item ran: an xdist controller has no rubric of its own to ask)."""
     out: list[CaseRecord] = []
     folded: dict[tuple[str, str], list[CaseRecord]] = {}
     for c in cases:
@@ -70,7 +70,7 @@ def aggregate(cases: list[CaseRecord], pass_rate: Callable[[str | None], float])
         nodeid = without_repeat(c.nodeid, c.repeat)
         reps = sorted(folded[(nodeid, c.variant)], key=lambda x: x.repeat or 0)
         outcomes = [r.outcome for r in reps]
-        outcome = case_outcome(outcomes, pass_rate(c.group))
+        outcome = case_outcome(outcomes, reps[0].pass_rate)
         out[i] = CaseRecord(nodeid, c.variant, c.group, outcome, _message(reps, outcome),
                             calls=tuple(call for r in reps for call in r.calls),
                             repeats=tuple(outcomes))

@@ -247,7 +247,9 @@ class QuantSession:
         if variant is not None and not isinstance(item, RubricItem) and call.when == "setup":
             callspec = getattr(item, "callspec", None)
             repeat = callspec.params.get(REPEAT_FIXTURE) if callspec is not None else None
-            item.user_properties.append((CASE_PROP, {"variant": variant, "group": group, "repeat": repeat}))
+            rate = self.groups.by_key[group].rubric.pass_rate if group is not None else 1.0
+            item.user_properties.append((CASE_PROP, {"variant": variant, "group": group, "repeat": repeat,
+                                                     "pass_rate": rate}))
         if variant is not None and call.when == "teardown" and variant in self.pool.stats:
             item.user_properties.append((VARIANT_PROP, self.pool.stats[variant].to_dict()))
         outcome = yield
@@ -310,11 +312,7 @@ class QuantSession:
 
     def records(self, cases: list[CaseRecord] | None = None) -> list[CaseRecord]:
         """Case records as judged: a case run over repeats is one record."""
-        def rate(group: str | None) -> float:
-            g = self.groups.by_key.get(group or "")
-            return g.rubric.pass_rate if g is not None else 1.0
-
-        return aggregate(list(self.cases.values()) if cases is None else cases, rate)
+        return aggregate(list(self.cases.values()) if cases is None else cases)
 
     def judge(self, group: Group, variant: str) -> Verdict:
         """The verdict test's body: gather what was recorded, judge it (never lose it)."""

@@ -135,10 +135,10 @@ def test_case_outcomes_and_figures_on_known_repeats() -> None:
     assert ks(8) == [1, 2, 4, 8] and ks(5) == [1, 2, 4, 5] and ks(2) == [1, 2]
     assert without_repeat("t.py::f[Q2_K-a-rep3]", 3) == "t.py::f[Q2_K-a]"
     assert without_repeat("t.py::f[Q2_K-rep3]@Q2_K", 3) == "t.py::f[Q2_K]@Q2_K"
-    recs = [CaseRecord(f"t.py::f[Q2_K-{w}-rep{r}]", "Q2_K", "g", o, repeat=r)
+    recs = [CaseRecord(f"t.py::f[Q2_K-{w}-rep{r}]", "Q2_K", "g", o, repeat=r, pass_rate=0.5)
             for w, outs in (("a", "PPPP"), ("b", "PMMM"), ("c", "MMMM"))
             for r, o in enumerate("passed" if x == "P" else "miss" for x in outs)]
-    cases = aggregate(recs, lambda g: 0.5)
+    cases = aggregate(recs)
     assert [(c.nodeid, c.outcome) for c in cases] == [("t.py::f[Q2_K-a]", "passed"), ("t.py::f[Q2_K-b]", "miss"),
                                                       ("t.py::f[Q2_K-c]", "miss")]
     fig = repeat_figures(cases, 4, 0.5)
@@ -149,3 +149,17 @@ def test_case_outcomes_and_figures_on_known_repeats() -> None:
     assert fig["pass_hat_k"]["4"] == pytest.approx(1 / 3)
     lo, hi = fig["pass_rate_ci"]
     assert 0 < lo < 5 / 12 < hi < 1 and not math.isnan(lo)
+
+
+def test_under_xdist_the_controller_judges_repeats_like_a_plain_run(fake: FakeProject) -> None:
+    fake.config(["Q8_0", "Q2_K"])
+    fake.script(wrong_seeds={"Q2_K": {"alpha": [1], "beta": [0, 2]}})
+    fake.pytester.makepyfile(test_qa=sampled())
+    _, plain = fake.run_report()
+    result, dist = fake.run_report("-n", "2", subprocess=True)
+    for name in ("Q8_0", "Q2_K"):
+        a, b = group(plain, name), group(dist, name)
+        assert (a["passed"], a["case_outcomes"], a["repeats"]) == (b["passed"], b["case_outcomes"], b["repeats"])
+    assert group(dist, "Q2_K")["passed"] is False
+    cases = {c["key"]: c["repeats"] for c in next(r for r in dist["variants"] if r["name"] == "Q2_K")["cases"]}
+    assert cases["test_qa.py::test_echo[beta]"]["outcomes"] == ["miss", "passed", "miss", "passed"]
