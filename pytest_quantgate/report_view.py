@@ -36,6 +36,10 @@ class Call:
     wall_seconds: float | None
     finish_reason: str | None
     cached: bool
+    repeat: int | None = None  # which repeat made it, under quant_rubric(repeats=N)
+    seed: int | None = None
+    batch: int = 1  # sequences decoded together with it
+    reused: bool = False  # a greedy answer made once for every repeat
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,10 @@ def _call(o: _Obj) -> Call:
         wall_seconds=o.get("wall_seconds", _num, None),
         finish_reason=o.get("finish_reason", _str, None),
         cached=o.get("cached", _bool, False),
+        repeat=o.get("repeat", _int, None),
+        seed=o.get("seed", _int, None),
+        batch=o.get("batch", _int, 1),
+        reused=o.get("reused", _bool, False),
     )
 
 

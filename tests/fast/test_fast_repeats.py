@@ -163,3 +163,14 @@ def test_under_xdist_the_controller_judges_repeats_like_a_plain_run(fake: FakePr
     assert group(dist, "Q2_K")["passed"] is False
     cases = {c["key"]: c["repeats"] for c in next(r for r in dist["variants"] if r["name"] == "Q2_K")["cases"]}
     assert cases["test_qa.py::test_echo[beta]"]["outcomes"] == ["miss", "passed", "miss", "passed"]
+
+
+def test_the_html_page_says_which_repeat_and_seed_made_each_call(fake: FakeProject) -> None:
+    fake.config(["Q2_K"])
+    fake.script(wrong_seeds={"Q2_K": {"beta": [2]}})
+    fake.pytester.makepyfile(test_qa=sampled())
+    page = fake.path / "report.html"
+    fake.run_report(f"--quant-html={page}")
+    html = page.read_text()
+    assert "3/4 repeats passed; rep2: " in html
+    assert "rep2, seed 2, one of 4 parallel sequences" in html
