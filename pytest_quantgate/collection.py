@@ -251,8 +251,15 @@ def misses_first(item: pytest.Item, position: dict[str, int], cases: Iterable[Ca
         if c.variant != variant and c.outcome not in ("passed", "skipped"):
             key = case_key(_no_repeat(c.nodeid, c.repeat), c.variant)
             missed[key] = missed.get(key, 0) + 1
-    # a case's repeats share one key, so the stable sort keeps them together
-    tail = sorted(items[i + 1:end], key=lambda it: -missed.get(case_key(_no_repeat(it.nodeid, _repeat(it)), variant), 0))
+    # A case's repeats share one key, so the stable sort keeps them together; the running
+    # item's own later repeats stay right after it (its batch answers them).
+    running = _no_repeat(item.nodeid, _repeat(item))
+
+    def order(it: pytest.Item) -> tuple[bool, int]:
+        case = _no_repeat(it.nodeid, _repeat(it))
+        return case != running, -missed.get(case_key(case, variant), 0)
+
+    tail = sorted(items[i + 1:end], key=order)
     items[i + 1:end] = tail
     for k in range(i + 1, end):
         position[items[k].nodeid] = k

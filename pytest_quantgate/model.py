@@ -47,7 +47,7 @@ class QuantModel:
         acquire: Callable[[], LoadedModel],
         generation: Mapping[str, Any],
         seed: int | None,
-        measured: Callable[[LoadedModel, Callable[[], Any]], Any],
+        measured: Callable[..., Any],  # (loaded, call, bill=True)
         n_ctx: int | None = None,
         cache: CallCache | None = None,
         transcript: Callable[[dict[str, Any]], None] | None = None,
@@ -60,6 +60,7 @@ class QuantModel:
         self.repeat: int | None = None  # the running test's repeat (rubric repeats > 1), or None
         self.repeats = 1  # how many repeats its case has
         self._case: str | None = None  # the case whose repeats ``_shared`` holds answers for
+        self._first: int | None = None  # its first repeat in this run: the one that batches
         self._shared: dict[str, tuple[Completion, int]] = {}  # request -> (answer, batch size)
         self._transcript = transcript  # receives each call's transcript, for the test's record
         self._acquire = acquire  # the loaded model, loading it on first use (raises LoadError)
@@ -83,7 +84,7 @@ class QuantModel:
         answers decoded for one case's repeats are kept until another case begins."""
         if case != self._case:
             self._shared.clear()
-            self._case = case
+            self._case, self._first = case, repeat  # the first of its repeats this run makes
         self.repeat, self.repeats = repeat, repeats
 
     @property
@@ -153,28 +154,39 @@ class QuantModel:
         """Answer from the cache, or make the call, record it and cache it; return its text. A
         crashed worker fails the test cleanly.
 
-        Under repeats, a sampled call runs with its repeat's seed (seed + repeat) and is
-        answered by one decode of every repeat as parallel sequences (``_from_batch``); a
-        greedy call is made by the first repeat and its answer serves the others.
+        Under repeats, a sampled call runs with its repeat's seed (seed + repeat); the case's
+        first repeat decodes the call for every repeat at once as parallel sequences
+        (``_decode_repeats``) and the others take their answers from it. A greedy call is
+        made by the first repeat and its answer serves the others.
         """
         __tracebackhide__ = True
         sampled = not greedy(op, request["params"])
-        batch, base = 1, 0
+        base = 0
         if self.repeat is not None and sampled:
             seed = request["params"].get("seed")
             base = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0
             request = {**request, "params": {**request["params"], "seed": base + self.repeat}}
         memo = _memo_key(op, request) if self.repeat is not None else None
-        c: Completion | None = None
-        if memo is not None and sampled and self.repeats > 1 and memo not in self._shared:
-            self._decode_repeats(op, request, base)
-        if memo is not None and memo in self._shared:
-            c, batch = self._shared[memo]
-            if self._on_shared is not None:
+        shared = self._shared.get(memo) if memo is not None else None
+        looked, key, hit = False, None, None
+        if shared is None and memo is not None and sampled and self.repeats > 1 and self.repeat == self._first:
+            # A call first seen at a later repeat (a follow-up turn that quotes this repeat's
+            # own answer) is made alone: batching it would decode R answers to use one.
+            looked, (key, hit) = True, self._lookup(op, request, completion_from_dict)
+            # answered alone before (the backend could not batch it): the same answer, since
+            # a batch's answers are exactly the single calls'; no model needed
+            if hit is None and self._decode_repeats(op, request, base):
+                shared = self._shared.get(memo or "")
+        if shared is not None:
+            c, batch = shared
+            if c.cached:  # a batch's answer from the result cache, counted when a repeat uses it
+                self._on_hit(c)
+            elif self._on_shared is not None:
                 self._on_shared(c, batch)
             self._record(op, request, c, batch=batch, reused=not sampled)
         else:
-            key, hit = self._lookup(op, request, completion_from_dict)
+            if not looked:
+                key, hit = self._lookup(op, request, completion_from_dict)
             if hit is not None:
                 self._on_hit(hit)
                 c = hit
@@ -187,29 +199,25 @@ class QuantModel:
         self.last = c
         return c.text
 
-    def _decode_repeats(self, op: str, request: dict[str, Any], base: int) -> None:
+    def _decode_repeats(self, op: str, request: dict[str, Any], base: int) -> bool:
         """Decode every repeat of this sampled call at once: the prompt once, then one
         sequence per repeat with its own seed (``batched.py``), answers kept for the case's
-        other repeats. The whole set is decoded whichever repeat asks first, so a ``-k``
-        subset gets the full run's answers. When the backend cannot batch the call nothing is
-        kept and each repeat makes it alone with its seed."""
+        other repeats. False when the backend cannot batch the call: then nothing is kept and
+        each repeat makes it alone with its seed (the same answers: batches are exact)."""
         __tracebackhide__ = True
         seeds = [base + r for r in range(self.repeats)]
         asks = [{**request, "params": {**request["params"], "seed": s}} for s in seeds]
         # keyed apart from single calls: a batch's answer is a batch's, bit for bit
         found = [self._lookup(op, {**a, "batch": self.repeats}, completion_from_dict) for a in asks]
         answers = [hit for _, hit in found if hit is not None]
-        if len(answers) == len(asks):
-            for _ in found:
-                self._on_hit(None)  # counted as cached; tokens are kept when a repeat uses it
-        else:
+        if len(answers) < len(asks):
             loaded = self._loaded()
             decode = getattr(loaded, "batch", None)
             if decode is None:
-                return
-            result = self._live(lambda _: decode(op, request, seeds))
+                return False
+            result = self._live(lambda _: decode(op, request, seeds), bill=False)
             if result is None:
-                return
+                return False
             answers = list(result.completions)
             for (key, _), c in zip(found, answers, strict=True):
                 self._store(key, completion_to_dict(c))
@@ -219,6 +227,7 @@ class QuantModel:
             k = _memo_key(op, a)
             if k is not None:
                 self._shared[k] = (c, self.repeats)
+        return True
 
     def _lookup(self, op: str, request: dict[str, Any],
                 parse: Callable[[Any], T | None]) -> tuple[dict[str, Any] | None, T | None]:
@@ -250,11 +259,11 @@ class QuantModel:
             entry["reused"] = reused  # a greedy answer made once for every repeat
         self._transcript(entry)
 
-    def _live(self, call: Callable[[LoadedModel], T]) -> T:
+    def _live(self, call: Callable[[LoadedModel], T], bill: bool = True) -> T:
         __tracebackhide__ = True
         loaded = self._loaded()
         try:
-            result: T = self._measured(loaded, lambda: call(loaded))
+            result: T = self._measured(loaded, lambda: call(loaded), bill=bill)
         except ModelCrashed as exc:
             crash = str(exc)
         else:

@@ -61,7 +61,8 @@ def case_record(report: pytest.TestReport, case: dict[str, Any],
     elif outcome in ("failed", "error"):
         message = one_line(report.longreprtext.strip().splitlines()[-1] if report.longreprtext else "")
     return CaseRecord(report.nodeid, case["variant"], case["group"], outcome, message,
-                      repeat=case.get("repeat"), pass_rate=float(case.get("pass_rate", 1.0)))
+                      repeat=case.get("repeat"), pass_rate=float(case.get("pass_rate", 1.0)),
+                      n_repeats=int(case.get("n_repeats", 1)))
 
 
 def _outcome(report: pytest.TestReport) -> str | None:

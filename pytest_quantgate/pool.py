@@ -85,7 +85,7 @@ class ModelPool:
             self.stats.setdefault(variant.name, VariantStats(variant.name))
             self._model = QuantModel(
                 variant, lambda: self.acquire(variant), self._generation, self._seed,
-                lambda loaded, call: self._measured(variant.name, loaded, call),
+                lambda loaded, call, bill=True: self._measured(variant.name, loaded, call, bill=bill),
                 n_ctx=self._n_ctx, cache=cache, transcript=self._transcript,
                 on_shared=lambda c, _: self._reused(variant.name, c),
                 on_batch=lambda result: self._batched(variant.name, result))
@@ -203,7 +203,8 @@ class ModelPool:
             self.test_tokens.setdefault(self.current_test, []).append(c.tokens)
             self.test_prompts.setdefault(self.current_test, []).append(c.tokens[:c.prompt_tokens])
 
-    def _measured(self, name: str, loaded: Any, call: Callable[[], Any], record: bool = True) -> Any:
+    def _measured(self, name: str, loaded: Any, call: Callable[[], Any], record: bool = True,
+                  bill: bool = True) -> Any:
         """Make one call and bill the model only for what it adds *during* its calls.
 
         The model's level starts at what its load added. Growth across a call is the model's;
@@ -211,7 +212,9 @@ class ModelPool:
         left out, so a variant's figure does not depend on which variant ran first. Shrinking
         between calls (freed call garbage, glibc trimming its heap) lowers the level, so
         memory that every call borrows and gives back is counted once, not once per call.
-        The figure is the level's high-water mark.
+        The figure is the level's high-water mark. A batched decode of repeats is not billed
+        (``bill=False``): its extra KV streams are the harness's; the product decodes one
+        sequence at a time.
         """
         before = self._proc.memory_info().rss
         c = call()
@@ -222,7 +225,7 @@ class ModelPool:
             rss = int(loaded.memory_bytes)
         else:
             gap = before - (stats.last_rss if stats.last_rss is not None else before)
-            level = max(0, (stats.model_level or 0) + min(0, gap) + (after - before))
+            level = max(0, (stats.model_level or 0) + min(0, gap) + (after - before if bill else 0))
             stats.model_level, stats.last_rss = level, after
             stats.model_bytes = max(stats.model_bytes or 0, level)
             rss = after

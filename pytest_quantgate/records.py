@@ -20,6 +20,7 @@ class CaseRecord:
     calls: tuple[dict[str, Any], ...] = ()  # each model call's transcript (model.transcript)
     repeat: int | None = None  # which repeat of its case this item ran (rubric repeats > 1)
     pass_rate: float = 1.0  # with a repeat: the share of its case's repeats that must pass
+    n_repeats: int = 1  # with a repeat: how many repeats its case has
     repeats: tuple[str, ...] = ()  # a case judged over repeats: each repeat's outcome, in order
 
     def to_dict(self) -> dict[str, Any]:

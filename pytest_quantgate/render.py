@@ -134,9 +134,9 @@ def _repeat_lines(summary: Summary) -> list[str]:
             hat = ", ".join(f"pass^{k} {v:.2f}" for k, v in (f.get("pass_hat_k") or {}).items() if k != "1")
             rule = ("when all its repeats pass" if f["case_pass_rate"] >= 1
                     else f"at >= {f['case_pass_rate']:g} of its repeats")
-            out.append(f"{summary.label(g)} on {r.name}: {f['repeats']} repeats, mean pass rate "
-                       f"{f['mean_pass_rate']:.2f} [{lo:.2f}-{hi:.2f}]; {at}; {hat}; a case passes {rule}; "
-                       f"{f['flaky_cases']} of {f['cases']} cases flaky")
+            parts = [f"{f['repeats']} repeats, mean pass rate {f['mean_pass_rate']:.2f} [{lo:.2f}-{hi:.2f}]",
+                     at, hat, f"a case passes {rule}", f"{f['flaky_cases']} of {f['cases']} cases flaky"]
+            out.append(f"{summary.label(g)} on {r.name}: " + "; ".join(p for p in parts if p))
     for r in summary.rows:
         b = r.batched
         if b and b.get("tokens_per_second"):

@@ -71,7 +71,12 @@ def aggregate(cases: list[CaseRecord]) -> list[CaseRecord]:
         reps = sorted(folded[(nodeid, c.variant)], key=lambda x: x.repeat or 0)
         outcomes = [r.outcome for r in reps]
         outcome = case_outcome(outcomes, reps[0].pass_rate)
-        out[i] = CaseRecord(nodeid, c.variant, c.group, outcome, _message(reps, outcome),
+        message = _message(reps, outcome)
+        if len(reps) < reps[0].n_repeats:  # -k, --deselect, --lf: part of its repeats ran
+            outcome = "skipped"  # not evidence: a case is never judged on part of its repeats
+            message = (f"only {len(reps)} of {reps[0].n_repeats} repeats ran in this run; "
+                       "a case is judged on all of them")
+        out[i] = CaseRecord(nodeid, c.variant, c.group, outcome, message,
                             calls=tuple(call for r in reps for call in r.calls),
                             repeats=tuple(outcomes))
     return out

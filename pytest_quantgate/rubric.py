@@ -79,8 +79,14 @@ class Rubric:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def thresholds(self) -> dict[str, float]:
-        """The numeric thresholds that are set (``accuracy_bound`` is a mode, kept apart)."""
-        return {k: v for k, v in self.to_dict().items() if v is not None and not isinstance(v, str)}
+        """The numeric thresholds in force (``accuracy_bound`` is a mode, kept apart). With
+        repeats, the implicit ones too (every repeat must pass, every case must pass), so a
+        baseline blessed under them sees a later loosening as one."""
+        out = {k: v for k, v in self.to_dict().items() if v is not None and not isinstance(v, str)}
+        if self.n_repeats > 1:
+            out.setdefault("case_pass_rate", self.pass_rate)
+            out.setdefault("accuracy", self.required_accuracy or 1.0)
+        return out
 
     @property
     def needs_fidelity(self) -> bool:
@@ -145,6 +151,8 @@ def parse_rubric(values: Mapping[str, Any]) -> Rubric:
             raise RubricError(f"{key}: expected a number between 0 and 1, got {show(value)}")
         if key not in FRACTION_KEYS and v <= 0:
             raise RubricError(f"{key}: expected a positive number, got {show(value)}")
+        if key == "case_pass_rate" and v <= 0:
+            raise RubricError(f"case_pass_rate: expected a share above 0 (up to 1), got {show(value)}")
         if key == "repeats" and (v != int(v) or not 1 <= v <= MAX_REPEATS):
             raise RubricError(f"repeats: expected a whole number from 1 to {MAX_REPEATS}, got {show(value)}")
         out[key] = v

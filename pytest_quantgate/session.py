@@ -247,9 +247,10 @@ class QuantSession:
         if variant is not None and not isinstance(item, RubricItem) and call.when == "setup":
             callspec = getattr(item, "callspec", None)
             repeat = callspec.params.get(REPEAT_FIXTURE) if callspec is not None else None
-            rate = self.groups.by_key[group].rubric.pass_rate if group is not None else 1.0
-            item.user_properties.append((CASE_PROP, {"variant": variant, "group": group, "repeat": repeat,
-                                                     "pass_rate": rate}))
+            rubric = self.groups.by_key[group].rubric if group is not None else None
+            item.user_properties.append((CASE_PROP, {
+                "variant": variant, "group": group, "repeat": repeat,
+                "pass_rate": rubric.pass_rate if rubric else 1.0, "n_repeats": rubric.n_repeats if rubric else 1}))
         if variant is not None and call.when == "teardown" and variant in self.pool.stats:
             item.user_properties.append((VARIANT_PROP, self.pool.stats[variant].to_dict()))
         outcome = yield

@@ -153,7 +153,9 @@ def build_summary(
                 reasons=reasons,
                 fidelity=_pool_fidelity([g.fidelity for g in group_results.values()]),
                 probe=stats.get("probe"),
-                live_calls=int((stats.get("calls") or {}).get("calls", 0)),
+                # calls the model answered: one by one, or as sequences of a batched decode
+                live_calls=int((stats.get("calls") or {}).get("calls", 0))
+                + int((stats.get("batched") or {}).get("sequences", 0)),
                 cached_calls=int(stats.get("cached_calls", 0)),
                 reused_calls=int(stats.get("reused_calls", 0)),
                 batched=stats.get("batched"),

@@ -57,7 +57,7 @@ def test_sampled_repeats_reproduce_and_are_each_what_llama_cpp_answers_alone(pro
     for r in (report, again):
         st = row(r, "Q4_K_M")
         assert (st["live_calls"], st["reused_calls"], st["batched"]["batches"], st["batched"]["sequences"]) == (
-            0, 12, 3, 12)
+            12, 12, 3, 12)
     # each repeat alone, through llama-cpp-python's own sampler with the repeat's seed
     llm = Llama(model_path=str(project.ladder.files["Q4_K_M"]), n_ctx=512, n_threads=2, seed=0, verbose=False)
     same = 0
@@ -89,6 +89,18 @@ def test_pass_rates_and_pass_at_k_follow_from_the_repeats(project: Project) -> N
     case_passed = {k: ("passed" if o.count("passed") >= 4 else "miss") for k, o in outcomes.items()}
     assert {k: c["outcome"] for k, c in ((c["key"], c) for c in row(report, "Q2_K")["cases"])} == case_passed
     assert g["passed_cases"] == list(case_passed.values()).count("passed")
+
+
+@pytest.mark.parametrize("isolation", ["none", "process"])
+def test_batched_decodes_are_not_billed_to_the_variants_memory(project: Project, isolation: str) -> None:
+    project.config(["Q4_K_M"], generation={"temperature": 0.8}, isolation=isolation)
+    project.pytester.makepyfile(test_qa=module("accuracy=0.1"))
+    _, single = project.run_report()
+    project.pytester.makepyfile(test_qa=module("repeats=8, accuracy=0.1"))
+    _, repeated = project.run_report()
+    assert row(repeated, "Q4_K_M")["batched"]["sequences"] == 24
+    # the batch's own KV streams and buffers are the harness's: the product decodes one sequence
+    assert abs(row(repeated, "Q4_K_M")["memory_mb"] - row(single, "Q4_K_M")["memory_mb"]) < 10
 
 
 def test_greedy_calls_are_made_once_for_every_repeat(project: Project) -> None:

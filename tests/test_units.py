@@ -50,6 +50,7 @@ def test_prefix_needs_underscore_boundary() -> None:
     ({"repeats": 65}, "repeats: expected a whole number from 1 to 64, got 65"),
     ({"repeats": 2.5}, "repeats: expected a whole number from 1 to 64, got 2.5"),
     ({"case_pass_rate": 1.5}, "case_pass_rate: expected a number between 0 and 1, got 1.5"),
+    ({"case_pass_rate": 0}, "case_pass_rate: expected a share above 0 (up to 1), got 0"),
     ({"accuracy": 1.5}, "accuracy: expected a number between 0 and 1, got 1.5"),
     ({"accuracy": "high"}, "accuracy: expected a number, got 'high'"),
     ({"memory_mb": -1}, "memory_mb: expected a positive number, got -1"),

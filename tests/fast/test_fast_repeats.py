@@ -96,6 +96,57 @@ def test_a_subset_of_repeats_gets_the_full_runs_answers(fake: FakeProject) -> No
     result.stdout.fnmatch_lines(["*test_echo?Q2_K-alpha-rep2? XFAIL*", "*test_echo?Q2_K-beta-rep2? PASSED*"])
     assert fake.events().count(("batch", "Q2_K")) == 2
     assert full["test_qa.py::test_echo[Q2_K-alpha]"]["repeats"]["outcomes"] == ["passed", "passed", "miss", "passed"]
+    # ... but a case is never judged on part of its repeats: beta's one passing repeat is no pass
+    result.stdout.fnmatch_lines(["*no verdict: none of its 2 case(s) was evaluated on Q2_K, all skipped: "
+                                 "only 1 of 4 repeats ran in this run; a case is judged on all of them*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_loosening_a_repeats_gate_is_caught_against_the_baseline(fake: FakeProject) -> None:
+    fake.config(["Q2_K"])
+    fake.script()
+    fake.pytester.makepyfile(test_qa=sampled("repeats=4"))
+    assert fake.run("--quant-update-baseline").ret == 0
+    fake.pytester.makepyfile(test_qa=sampled("repeats=4, case_pass_rate=0.25, accuracy=0.5"))
+    result = fake.run()
+    result.stdout.fnmatch_lines(["*the gate is looser than the baseline's: accuracy 1 -> 0.5, "
+                                 "case_pass_rate 1 -> 0.25; re-bless*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.mark.parametrize("batch", [True, False], ids=["batched", "one by one"])
+def test_a_cached_rerun_loads_nothing_and_counts_each_answer_once(fake: FakeProject, batch: bool) -> None:
+    fake.config(["Q2_K"])
+    fake.script(wrong_seeds={"Q2_K": {"beta": [1]}}, batch=batch)
+    fake.pytester.makepyfile(test_qa=sampled())
+    fake.cache = True
+    cache = f"--quant-cache={fake.path / 'results'}"
+    _, first = fake.run_report(cache)
+    result, again = fake.run_report(cache)
+    assert fake.events() == []  # not loaded: every answer came from the cache
+    row = next(r for r in again["variants"])
+    assert (row["cached_calls"], row["live_calls"], row["reused_calls"]) == (8, 0, 0)
+    assert group(first, "Q2_K")["case_outcomes"] == group(again, "Q2_K")["case_outcomes"]
+    result.stdout.fnmatch_lines(["result cache: 8 of 8 calls answered from the cache (Q2_K 8/8 (not loaded))"])
+
+
+def test_a_follow_up_call_first_made_by_a_later_repeat_is_made_alone(fake: FakeProject) -> None:
+    fake.config(["Q2_K"])
+    fake.script()
+    fake.pytester.makepyfile(test_qa=dedent("""
+        import pytest
+        pytestmark = pytest.mark.quant_rubric(repeats=4)
+
+        def test_chat(quant_model, quant_repeat):
+            first = quant_model.generate("alpha", temperature=0.7)
+            assert quant_model.generate(f"{first}-{quant_repeat}", temperature=0.7) == f"alpha-{quant_repeat}"
+    """))
+    _, report = fake.run_report()
+    events = fake.events()
+    # repeat 0 batches both of its calls; repeats 1-3 reuse the first and make their own second alone
+    assert (events.count(("batch", "Q2_K")), events.count(("sequence", "Q2_K")), events.count(("call", "Q2_K"))) == (
+        2, 8, 3)
+    assert group(report, "Q2_K")["passed"] is True
 
 
 def test_without_a_batched_decode_each_repeat_is_called_with_its_seed(fake: FakeProject) -> None:
