@@ -8,6 +8,7 @@ so speed is measured by the same code path whatever the placement.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from collections.abc import Mapping, Sequence
 
@@ -68,6 +69,8 @@ class LlamaCppModel:
     def __init__(self, llm: Any) -> None:
         self._llm = llm
         self._batch_context: BatchContext | None = None  # made on the first batch, kept
+        self._batch_off = False  # batched answers differed from single calls: no more batches
+        self.batch_check: str | None = None  # the first batch checked against single calls
 
     @property
     def llm(self) -> Any:
@@ -127,12 +130,49 @@ class LlamaCppModel:
         one prompt evaluation (see batched.py); each is the answer ``complete``/``chat`` give
         with that seed. None when the request is not one that reproduces exactly: the caller
         then makes the calls one after another. Not part of ``LoadedModel``: callers look it
-        up with ``getattr(loaded, "batch", None)``."""
+        up with ``getattr(loaded, "batch", None)``.
+
+        Exactness was measured on one CPU; another's kernels may round otherwise. So the
+        model's first batch is checked: its first and last sequences against the same calls
+        made alone. On a difference it is decoded again one token per decode, and if that
+        differs too this model stops batching; ``batch_check`` says what happened.
+        """
         from .batched import BatchContext, decode_repeats
 
+        if self._batch_off:
+            return None
         if self._batch_context is None:
             self._batch_context = BatchContext()
-        return decode_repeats(self._llm, op, request, seeds, context=self._batch_context)
+        result = decode_repeats(self._llm, op, request, seeds, context=self._batch_context)
+        if result is None or self.batch_check is not None:
+            return result
+        differs = self._differs(op, request, seeds, result)
+        if differs is None:
+            self.batch_check = f"verified: sequences 1 and {len(seeds)} equal their single calls"
+            return replace(result, check=self.batch_check)
+        if self._batch_context.group != 1 or self._batch_context.unified:
+            self._batch_context.close()
+            self._batch_context = BatchContext(group=1)
+            retry = decode_repeats(self._llm, op, request, seeds, context=self._batch_context)
+            if retry is not None and self._differs(op, request, seeds, retry) is None:
+                self.batch_check = f"{differs}; one token per decode is exact: used from now on"
+                return replace(retry, check=self.batch_check)
+        self._batch_off = True
+        self.batch_check = f"{differs}; batching is off for this model: repeats are made one by one"
+        return None
+
+    def _differs(self, op: str, request: Mapping[str, Any], seeds: Sequence[int],
+                 result: BatchResult) -> str | None:
+        """How the batch's first or last answer differs from the same call made alone, if it does."""
+        for i in sorted({0, len(seeds) - 1}):
+            params = {**request["params"], "seed": seeds[i]}
+            alone = (self.complete(request["prompt"], max_tokens=request["max_tokens"], stop=request["stop"],
+                                   params=params) if op == "complete"
+                     else self.chat(request["messages"], max_tokens=request["max_tokens"], params=params))
+            got = result.completions[i]
+            if (got.text, got.tokens) != (alone.text, alone.tokens):
+                return f"the batched answer for seed {seeds[i]} differed from the single call"
+        return None
 
     def close(self) -> None:
         if self._batch_context is not None:  # its llama_context before the model it uses

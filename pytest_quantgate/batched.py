@@ -90,6 +90,7 @@ class BatchResult:
     prompt_tokens: int  # evaluated once, shared by every sequence
     generated_tokens: int  # sum of the sequences' completion_tokens
     sequences: int
+    check: str | None = None  # the backend's check of its first batch against single calls
 
 
 class _Exhausted(Exception):

@@ -134,6 +134,7 @@ class VariantStats:
     batch_tokens: int = 0  # tokens generated over all sequences
     batch_seconds: float = 0.0
     reused_calls: int = 0  # repeats answered by a batch or by a greedy call made once
+    batch_check: str | None = None  # the first batch checked against single calls (backend's words)
     probe: Probe | None = None  # the calibrated speed figures, when a speed gate asked for them
 
     @property
@@ -163,7 +164,8 @@ class VariantStats:
             "batched": {"batches": self.batches, "sequences": self.batch_sequences,
                         "tokens": self.batch_tokens, "seconds": round(self.batch_seconds, 4),
                         "tokens_per_second": (self.batch_tokens / self.batch_seconds
-                                              if self.batch_seconds > 0 else None)} if self.batches else None,
+                                              if self.batch_seconds > 0 else None),
+                        "check": self.batch_check} if self.batches else None,
             # the probe's medians when it ran, else the single pass over the calls
             "tokens_per_second": _median_or(probe.tokens_per_second if probe else None,
                                             self.totals.tokens_per_second),

@@ -196,6 +196,9 @@ class ModelPool:
         stats.batch_sequences += int(result.sequences)
         stats.batch_tokens += int(result.generated_tokens)
         stats.batch_seconds += float(result.wall_seconds)
+        check = getattr(result, "check", None)
+        if isinstance(check, str):
+            stats.batch_check = check
 
     def _keep_tokens(self, c: Completion) -> None:
         """The call's tokens and prompt, for the test that made it (fidelity scores them)."""

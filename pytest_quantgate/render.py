@@ -140,9 +140,11 @@ def _repeat_lines(summary: Summary) -> list[str]:
     for r in summary.rows:
         b = r.batched
         if b and b.get("tokens_per_second"):
+            check = b.get("check")
             out.append(f"{r.name} batched repeats: {b['batches']} decodes, {b['sequences']} sequences, "
                        f"{b['tokens_per_second']:.1f} tok/s over all sequences together "
-                       "(throughput, not the speed one user sees)")
+                       "(throughput, not the speed one user sees)"
+                       + (f"; {check}" if isinstance(check, str) and not check.startswith("verified") else ""))
     return out
 
 

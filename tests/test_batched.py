@@ -108,6 +108,30 @@ def test_identical_to_sequential(models: Any, rung: str, temperature: float,
                 differ.append((op, request.get("prompt") or request["messages"][0]["content"],
                                r, b.text, s.text))
     assert not differ, differ
+    # the model's own check of its first batch found the measured configuration exact
+    assert model.batch_check is not None and model.batch_check.startswith("verified"), model.batch_check
+
+
+def test_an_inexact_batch_is_caught_by_the_first_batch_check(ladder: Any) -> None:
+    """A configuration measured to drift (a shared KV pool, 8 tokens per decode on Q2_K) is
+    what another CPU's kernels could do to the default one: the model's first batch is
+    checked against single calls, decoded again one token per decode, and every answer
+    returned is the single call's."""
+    from llama_cpp import Llama
+
+    model = LlamaCppModel(Llama(model_path=str(ladder.files["Q2_K"]), verbose=False, **LLAMA))
+    try:
+        model._batch_context = BatchContext(unified=True, group=8)
+        seeds = list(range(SEED, SEED + 8))
+        request = chat_request(CHAT[-1], 1.0)
+        result = model.batch("chat", request, seeds)
+        assert model.batch_check is not None and "differed from the single call" in model.batch_check
+        assert "one token per decode is exact: used from now on" in model.batch_check
+        assert result is not None and result.check == model.batch_check
+        for b, s in zip(result.completions, sequential(model, "chat", request, seeds), strict=True):
+            assert same(b, s)
+    finally:
+        model.close()
 
 
 def test_identical_through_worker(ladder: Any, models: Any) -> None:
