@@ -12,7 +12,7 @@ import pytest
 from pytest_quantgate.records import CaseRecord
 from pytest_quantgate.repeats import aggregate, case_outcome, ks, pass_at_k, pass_hat_k, repeat_figures, without_repeat
 
-from .fake_project import FakeProject, dedent
+from .fake_project import FakeProject, dedent, run_order
 
 SAMPLED = dedent("""
     import pytest
@@ -225,3 +225,17 @@ def test_the_html_page_says_which_repeat_and_seed_made_each_call(fake: FakeProje
     html = page.read_text()
     assert "3/4 repeats passed; rep2: " in html
     assert "rep2, seed 2, one of 4 parallel sequences" in html
+
+
+def test_misses_first_keeps_a_cases_repeats_together(fake: FakeProject) -> None:
+    """--quant-decide-early moves cases that missed on bigger rungs to the front of a run;
+    a case's repeats move together, so each case is still decoded in one batch."""
+    fake.config(["Q8_0", "Q2_K"])
+    fake.script(wrong_seeds={"Q8_0": {"beta": [0, 1, 2, 3]}, "Q2_K": {"beta": [0]}})
+    fake.pytester.makepyfile(test_qa=sampled("repeats=4, case_pass_rate=0.5, accuracy=0.5"))
+    result = fake.run("-v", "--quant-decide-early")
+    q2 = [n for n, _ in run_order(result) if "Q2_K-" in n]
+    cases = [n.split("[Q2_K-")[1].split("-rep")[0] for n in q2]
+    # alpha's first repeat was already running when beta (missed on Q8_0) moved forward
+    assert cases == ["alpha"] * 4 + ["beta"] * 4, q2
+    assert fake.events().count(("batch", "Q2_K")) == 2  # one per case: never decoded twice
