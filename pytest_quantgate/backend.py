@@ -56,6 +56,16 @@ class LoadedModel(Protocol):
     def close(self) -> None: ...
 
 
+def call_with(m: LoadedModel, op: str, request: Mapping[str, Any]) -> Completion:
+    """Make the call a request document describes (``complete``: prompt, max_tokens, stop,
+    params; ``chat``: messages, max_tokens, params): how the result cache, repeats and the
+    batch check spell a call."""
+    if op == "complete":
+        return m.complete(request["prompt"], max_tokens=request["max_tokens"], stop=request["stop"],
+                          params=request["params"])
+    return m.chat(request["messages"], max_tokens=request["max_tokens"], params=request["params"])
+
+
 class LlamaCppModel:
     """An in-process ``llama_cpp.Llama``; every call starts from an empty KV cache.
 
@@ -165,10 +175,7 @@ class LlamaCppModel:
                  result: BatchResult) -> str | None:
         """How the batch's first or last answer differs from the same call made alone, if it does."""
         for i in sorted({0, len(seeds) - 1}):
-            params = {**request["params"], "seed": seeds[i]}
-            alone = (self.complete(request["prompt"], max_tokens=request["max_tokens"], stop=request["stop"],
-                                   params=params) if op == "complete"
-                     else self.chat(request["messages"], max_tokens=request["max_tokens"], params=params))
+            alone = call_with(self, op, {**request, "params": {**request["params"], "seed": seeds[i]}})
             got = result.completions[i]
             if (got.text, got.tokens) != (alone.text, alone.tokens):
                 return f"the batched answer for seed {seeds[i]} differed from the single call"

@@ -34,7 +34,7 @@ may round differently; ``tests/test_batched.py`` measures how often that changes
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -484,16 +484,10 @@ def decode_repeats(llm: Any, op: str, request: Mapping[str, Any], seeds: Sequenc
             ctx_holder.close()
     wall = time.perf_counter() - t0
     per_call = wall / n_seq
-    completions = [_with_wall(c, per_call) for c in completions]
+    completions = [replace(c, wall_seconds=per_call) for c in completions]
     return BatchResult(completions=completions, wall_seconds=wall, prompt_tokens=len(prompt),
                        generated_tokens=sum(c.completion_tokens for c in completions),
                        sequences=n_seq)
-
-
-def _with_wall(c: Completion, wall: float) -> Completion:
-    from dataclasses import replace
-
-    return replace(c, wall_seconds=wall)
 
 
 def _replay(llm: Any, op: str, request: Mapping[str, Any], plan: _Plan,

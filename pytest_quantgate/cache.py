@@ -78,10 +78,11 @@ def llama_build() -> dict[str, str | None]:
 
 
 def digest(doc: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_canonical(doc).encode()).hexdigest()
+    return hashlib.sha256(canonical(doc).encode()).hexdigest()
 
 
-def _canonical(doc: Mapping[str, Any]) -> str:
+def canonical(doc: Any) -> str:
+    """One JSON spelling per document (sorted keys): what keys and compares requests."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -114,7 +115,7 @@ class ResultCache:
         if not isinstance(entry, dict) or entry.get("format") != FORMAT or "result" not in entry:
             self._warn(path, "not a quantgate cache entry of this version")
             return None
-        if entry.get("key") != key or _canonical(entry.get("request") or {}) != _canonical(request):
+        if entry.get("key") != key or canonical(entry.get("request") or {}) != canonical(request):
             self._warn(path, "its stored key does not match the request it is filed under")
             return None
         result = parse(entry["result"])
@@ -126,7 +127,7 @@ class ResultCache:
         key = digest(request)
         entry = {"format": FORMAT, "key": key, "request": request, "result": result}
         try:
-            write_text(self._path(key), _canonical(entry) + "\n")
+            write_text(self._path(key), canonical(entry) + "\n")
         except OSError as exc:  # a full disk must not fail the test that made the call
             self._warn(self.root, f"cannot write entries ({exc.strerror or exc})")
 

@@ -57,14 +57,11 @@ class RubricItem(pytest.Item):
         return self.path, None, (module_id[1] if len(module_id) > 1 else self.name).replace("::", ".")
 
 
-def _repeat(item: pytest.Item) -> int | None:
+def repeat_of(item: pytest.Item) -> int | None:
+    """The repeat an item runs (``quant_rubric(repeats=N)``), None when its case is not repeated."""
     callspec = getattr(item, "callspec", None)
     r = callspec.params.get(REPEAT_FIXTURE) if callspec is not None else None
     return int(r) if r is not None else None
-
-
-def _no_repeat(nodeid: str, repeat: int | None) -> str:
-    return nodeid if repeat is None else without_repeat(nodeid, repeat)
 
 
 def parametrize_repeats(metafunc: pytest.Metafunc, defaults: Rubric) -> None:
@@ -249,14 +246,14 @@ def misses_first(item: pytest.Item, position: dict[str, int], cases: Iterable[Ca
     missed: dict[str, int] = {}
     for c in cases:
         if c.variant != variant and c.outcome not in ("passed", "skipped"):
-            key = case_key(_no_repeat(c.nodeid, c.repeat), c.variant)
+            key = case_key(without_repeat(c.nodeid, c.repeat), c.variant)
             missed[key] = missed.get(key, 0) + 1
     # A case's repeats share one key, so the stable sort keeps them together; the running
     # item's own later repeats stay right after it (its batch answers them).
-    running = _no_repeat(item.nodeid, _repeat(item))
+    running = without_repeat(item.nodeid, repeat_of(item))
 
     def order(it: pytest.Item) -> tuple[bool, int]:
-        case = _no_repeat(it.nodeid, _repeat(it))
+        case = without_repeat(it.nodeid, repeat_of(it))
         return case != running, -missed.get(case_key(case, variant), 0)
 
     tail = sorted(items[i + 1:end], key=order)

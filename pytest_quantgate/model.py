@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 import pytest
 
 from .display import show
-from .backend import Completion, LoadError, LoadedModel, Message, ModelCrashed, stop_list
-from .cache import ResultCache, completion_from_dict, completion_to_dict, deterministic, greedy, plain
+from .backend import Completion, LoadError, LoadedModel, Message, ModelCrashed, call_with, stop_list
+from .cache import ResultCache, canonical, completion_from_dict, completion_to_dict, deterministic, greedy, plain
 from .variants import Variant
 
 T = TypeVar("T")
@@ -191,7 +191,7 @@ class QuantModel:
                 self._on_hit(hit)
                 c = hit
             else:
-                c = self._live(lambda m: _call_with(m, op, request))
+                c = self._live(lambda m: call_with(m, op, request))
                 self._store(key, completion_to_dict(c))
             if memo is not None and not sampled:
                 self._shared[memo] = (c, 1)
@@ -369,19 +369,7 @@ class QuantModel:
 
 def _memo_key(op: str, request: Mapping[str, Any]) -> str | None:
     """The request as one canonical string; None when it is not plain data."""
-    import json
-
-    if not plain(dict(request)):
-        return None
-    return json.dumps([op, request], sort_keys=True)
-
-
-def _call_with(m: LoadedModel, op: str, request: Mapping[str, Any]) -> Completion:
-    """The call as ``request`` says (the repeat's seed in its params)."""
-    if op == "complete":
-        return m.complete(request["prompt"], max_tokens=request["max_tokens"], stop=request["stop"],
-                          params=request["params"])
-    return m.chat(request["messages"], max_tokens=request["max_tokens"], params=request["params"])
+    return canonical([op, request]) if plain(dict(request)) else None
 
 
 TRANSCRIPT_CHARS = 4000  # per prompt or reply: a long document prompt must not swell the report

@@ -275,8 +275,6 @@ def quant_model(request: pytest.FixtureRequest, quant_variant: Variant, quant_re
     except LoadError as exc:
         reason = str(exc)
     else:
-        nodeid = request.node.nodeid
-        case = nodeid if quant_repeat is None else without_repeat(nodeid, quant_repeat)
-        model.begin(case, quant_repeat, qs.repeats_of(request.node) if quant_repeat is not None else 1)
+        model.begin(without_repeat(request.node.nodeid, quant_repeat), quant_repeat, qs.repeats_of(request.node) if quant_repeat is not None else 1)
         return model
     pytest.fail(reason, pytrace=False)  # outside the except: no chained traceback

@@ -22,9 +22,11 @@ def repeat_id(r: int) -> str:
     return f"rep{r}"
 
 
-def without_repeat(nodeid: str, repeat: int) -> str:
+def without_repeat(nodeid: str, repeat: int | None) -> str:
     """``test_x[Q4_K_M-capital-rep3]`` -> ``test_x[Q4_K_M-capital]``: the repeat is always the
-    last parameter (it is parametrized after every other one)."""
+    last parameter (it is parametrized after every other one). Unchanged without a repeat."""
+    if repeat is None:
+        return nodeid
     tag = repeat_id(repeat)
     at = nodeid.rfind("@")
     if at > nodeid.rfind("]"):  # an xdist loadgroup suffix follows the brackets: "...]@Q4_K_M"

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from .collection import Arranged, Group, Groups, RubricItem, arrange, parametrize_repeats, variant_of
+from .collection import Arranged, Group, Groups, RubricItem, arrange, parametrize_repeats, repeat_of, variant_of
 from .config import Settings
 from .cache import FORMAT as CACHE_FORMAT, ResultCache, llama_build
 from .constants import CASE_PROP, PARAM, VARIANT_PROP, VERDICT_PROP
@@ -245,11 +245,9 @@ class QuantSession:
         variant = variant_of(item)
         group = self.arranged.item_group.get(item.nodeid)
         if variant is not None and not isinstance(item, RubricItem) and call.when == "setup":
-            callspec = getattr(item, "callspec", None)
-            repeat = callspec.params.get(REPEAT_FIXTURE) if callspec is not None else None
             rubric = self.groups.by_key[group].rubric if group is not None else None
             item.user_properties.append((CASE_PROP, {
-                "variant": variant, "group": group, "repeat": repeat,
+                "variant": variant, "group": group, "repeat": repeat_of(item),
                 "pass_rate": rubric.pass_rate if rubric else 1.0, "n_repeats": rubric.n_repeats if rubric else 1}))
         if variant is not None and call.when == "teardown" and variant in self.pool.stats:
             item.user_properties.append((VARIANT_PROP, self.pool.stats[variant].to_dict()))
@@ -376,14 +374,14 @@ class QuantSession:
         return None if entry is None else dict(entry["cases"])
 
     # -- the end ---------------------------------------------------------------------------
-    def build(self, incomplete: bool) -> Summary:
+    def build(self, incomplete: bool, records: list[CaseRecord]) -> Summary:
         info: dict[str, dict[str, Any]] = {}
         for name in self.selected:
             v = self.variants[name]
             d = v.to_dict() if isinstance(v, Variant) else {"name": v.name, "path": str(v.path), "size_bytes": 0}
             d["stats"] = self._stats(name)
             info[name] = d
-        return build_summary(variants=info, cases=self.records(), verdicts=self.verdicts,
+        return build_summary(variants=info, cases=records, verdicts=self.verdicts,
                              gate=self.gate, incomplete=incomplete, environment=environment(self.settings),
                              reference=self.settings.reference)
 
@@ -395,13 +393,13 @@ class QuantSession:
         """The run saw part of the suite on purpose (-k, -m, --deselect, --lf, node ids)."""
         return self.narrowed or any("::" in str(a) for a in self.config.args)
 
-    def _bless_scope(self) -> dict[str, Any]:
+    def _bless_scope(self, records: list[CaseRecord]) -> dict[str, Any]:
         """How a bless merges into the existing baseline: a run that saw only part of the
         suite keeps every case it did not run; a full run drops cases that no longer exist.
         Cases skipped in this run are kept either way: a skip is not evidence."""
         narrowed = self._narrowed()
         skipped: dict[str, dict[str, list[str]]] = {}
-        for c in self.records():
+        for c in records:
             if c.outcome == "skipped" and c.group is not None:
                 skipped.setdefault(c.variant, {}).setdefault(c.group, []).append(case_key(c.nodeid, c.variant))
         return {"keep_unseen": narrowed, "skipped": skipped}
@@ -414,11 +412,12 @@ class QuantSession:
         # Ctrl-C, -x / --maxfail, or a plugin asking to stop: the figures cover part of the run.
         interrupted = (exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
                        or bool(session.shouldfail))
-        self.summary = summary = self.build(incomplete=interrupted)
-        step = baseline_step(summary, self.records(), self.settings,
+        records = self.records()  # each repeated case folded once, for every output
+        self.summary = summary = self.build(incomplete=interrupted, records=records)
+        step = baseline_step(summary, records, self.settings,
                              path=self.baseline_path, compared=self.baseline,
                              update=self.update_baseline, interrupted=interrupted,
-                             scope=self._bless_scope())
+                             scope=self._bless_scope(records))
         summary.baseline_note, summary.baseline_changes = step.note, step.changes
         self.config.hook.pytest_quantgate_summary(config=self.config, summary=summary)
         self.output_errors = write_outputs(summary, self.settings, step, baseline_path=self.baseline_path,
