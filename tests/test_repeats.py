@@ -45,8 +45,11 @@ def replies(report: dict[str, Any], name: str) -> dict[tuple[str, int], str]:
 def test_sampled_repeats_reproduce_and_are_each_what_llama_cpp_answers_alone(project: Project) -> None:
     project.config(["Q4_K_M"], generation={"temperature": 0.8})
     project.pytester.makepyfile(test_qa=module("repeats=4, case_pass_rate=0.5"))
-    first, report = project.run_report("-v")
+    page = project.path / "report.html"
+    first, report = project.run_report("-v", f"--quant-html={page}")
     first.stdout.fnmatch_lines(["*test_q?Q4_K_M-france-rep0? *", "*test_q?Q4_K_M-france-rep3? *"])
+    # the HTML page says which repeat and seed made each answer, and that it was batched
+    assert "rep3, seed 3, one of 4 parallel sequences" in page.read_text()
     # again, with the model in a worker process: the batch runs there, the same answers
     _, again = project.run_report("--quant-isolation=process")
     answers = replies(report, "Q4_K_M")
